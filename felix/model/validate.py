@@ -16,7 +16,7 @@ from typing import NoReturn
 
 # The alphabet every accepted model token lives in (config *values* excepted: they are
 # free-form text interpreted per parameter by felix/config). Tests assert against this.
-SAFE_TOKEN_RE = re.compile(r"^(?!-)[A-Za-z0-9_.:/\-]*\Z")
+SAFE_TOKEN_RE = re.compile(r"^(?!-)[A-Za-z0-9_.:/\-]{0,253}\Z")
 
 # Ids (profiles, tiers, policies, orchestrators, workloads, endpoints) and tags: the
 # contract's ^[a-zA-Z0-9_.\-]+$, bounded, with no leading "-".
