@@ -1,0 +1,1 @@
+"""Pure rendering of model objects into iptables chains (rule-body strings) and ipset names."""
