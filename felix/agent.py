@@ -21,7 +21,9 @@ import gevent.queue
 from felix import logs
 from felix.config import (EXIT_CONFIG_CHANGED, EXIT_CONFIG_ERROR, EXIT_FATAL, Config,
                           ConfigError, changed_params, PARAMS_BY_LOWER)
-from felix.datastore import EtcdSyncer, SyncStatus
+from felix.datastore import EtcdSyncer, SyncStatus, make_client
+from felix.metrics import Metrics
+from felix.status.reporter import StatusReporter
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,17 @@ class Agent:
         self.sync_status = SyncStatus.WAIT_FOR_READY
         self.in_sync_once = False
         self._greenlets: list[gevent.Greenlet] = []
+        self._heartbeats: dict[str, float] = {"pipeline": time.monotonic()}
+        self.in_sync_at: float | None = None
+        self.metrics = Metrics(self)
+        self.status = StatusReporter(
+            lambda: make_client(list(config.etcd_endpoints), ca_file=config.EtcdCaFile,
+                                cert_file=config.EtcdCertFile, key_file=config.EtcdKeyFile),
+            self.hostname, interval=float(config.ReportingIntervalSecs),  # type: ignore[arg-type]
+            ttl=int(config.ReportingTTLSecs),  # type: ignore[call-overload]
+            endpoint_reporting=bool(config.EndpointReportingEnabled),
+            endpoint_delay=float(config.EndpointReportingDelaySecs),  # type: ignore[arg-type]
+            started=self.started, in_sync=lambda: self.in_sync_once)
         self.syncer = EtcdSyncer(
             list(config.etcd_endpoints), self, ca_file=config.EtcdCaFile,
             cert_file=config.EtcdCertFile, key_file=config.EtcdKeyFile,
@@ -95,6 +108,16 @@ class Agent:
         gevent.signal_handler(signal.SIGHUP, self._on_hup)
         self._spawn("syncer", self._run_syncer)
         self._spawn("pipeline", self._run_pipeline)
+        self._spawn("status-liveness", self.status.run_liveness)
+        self._spawn("status-endpoints", self.status.run_endpoints, self._cleanup_due)
+        cfg = self.config
+        if cfg.HealthEnabled:
+            from felix import health
+            self._spawn("health-http", health.serve, self, str(cfg.HealthHost), int(cfg.HealthPort))  # type: ignore[call-overload]
+        if cfg.PrometheusMetricsEnabled:
+            from felix import metrics
+            self._spawn("metrics-http", metrics.serve, self.metrics, str(cfg.PrometheusMetricsHost),
+                        int(cfg.PrometheusMetricsPort))  # type: ignore[call-overload]
         status = self._exit.get()
         for g in self._greenlets:
             g.unlink(self._on_greenlet_returned)
@@ -102,6 +125,20 @@ class Agent:
         log.info("Felix exiting with status %d%s", status,
                  " (dataplane left in place)" if status == 0 else "")
         return int(status)
+
+    def essential_greenlets(self) -> list[gevent.Greenlet]:
+        return list(self._greenlets)
+
+    def heartbeats(self) -> dict[str, float]:
+        beats = dict(self._heartbeats)
+        beats["status"] = self.status.last_heartbeat
+        if self.pipeline is not None:
+            beats["dataplane"] = self.pipeline.dataplane.last_heartbeat
+        return beats
+
+    def _cleanup_due(self) -> bool:
+        return self.in_sync_at is not None and \
+            time.monotonic() - self.in_sync_at >= float(self.config.StartupCleanupDelay)  # type: ignore[arg-type]
 
     def _run_syncer(self) -> None:
         self.syncer.start().join()
@@ -129,7 +166,11 @@ class Agent:
     def _run_pipeline(self) -> None:
         buffered: list[tuple[str, str | None, float]] = []
         while True:
-            kind, payload, t = self._updates.get()
+            self._heartbeats["pipeline"] = time.monotonic()
+            try:
+                kind, payload, t = self._updates.get(timeout=5)
+            except gevent.queue.Empty:
+                continue
             batch = [(kind, payload, t)]
             while not self._updates.empty() and len(batch) < 200:
                 batch.append(self._updates.get_nowait())
@@ -146,7 +187,9 @@ class Agent:
                     else:
                         self.pipeline.on_update(path, value, t)
             if self.pipeline is not None:
+                start = time.monotonic()
                 self.pipeline.flush()
+                self.metrics.calc_time.observe(time.monotonic() - start)
             gevent.sleep(0)
 
     def _is_config(self, path: str, value: str | None) -> bool:
@@ -197,6 +240,8 @@ class Agent:
             f"{n}={new.get(n)}" for n in live))
 
     def _on_sync_status(self, status: SyncStatus, buffered: list[tuple[str, str | None, float]]) -> None:
+        if status != self.sync_status:
+            log.info("Datastore status: %s", status.value)
         self.sync_status = status
         if status != SyncStatus.IN_SYNC:
             return
@@ -208,8 +253,16 @@ class Agent:
                 raise _Exit(EXIT_CONFIG_ERROR)
             logs.set_levels(str(self.config.LogSeverityScreen), str(self.config.LogSeverityFile),
                             str(self.config.LogSeveritySys))
+            for name, setting in self.config.items():
+                if setting.source != "default":
+                    log.info("Config %s = %s (from %s)", name, self.config.redacted()[name],
+                             setting.source)
             from felix.pipeline import Pipeline
             self.pipeline = Pipeline(self.config, self)
+            self.pipeline.status_listeners.append(self.status.on_endpoint_status)
+            self.pipeline.latency_listeners.append(
+                lambda key, seconds: self.metrics.endpoint_programming.observe(seconds))
+            self.in_sync_at = time.monotonic()
             self.pipeline.start(self._spawn)
             for path, value, t in buffered:
                 self.pipeline.on_update(path, value, t)
