@@ -16,7 +16,10 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from felix.dataplane.iptables.backend import commands_for
+from felix.dataplane.iptables.table import Table
 from felix.dataplane.runner import CommandResult
+from felix.dataplane.stats import DataplaneStats
 
 BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
     "filter": ("INPUT", "FORWARD", "OUTPUT"),
@@ -329,3 +332,38 @@ class FakeIptables:
         for c in t.chains:
             if c not in state:
                 visit(c)
+
+
+# ---- helpers for tests: a Table over the fake, and views of the fake's state -----------
+
+COMMENT_RE = re.compile(r'-m comment --comment "?cali:[A-Za-z0-9_-]{16}"? ?')
+
+
+def make_table(fake: FakeIptables | None = None, *, backend: str = "legacy",
+               ip_version: int = 4, table: str = "filter",
+               stats: DataplaneStats | None = None) -> tuple[FakeIptables, Table, DataplaneStats]:
+    fake = fake or FakeIptables()
+    stats = stats or DataplaneStats()
+    t = Table(ip_version, table, fake, commands_for(backend, ip_version), stats,
+              sleep=lambda _s: None)
+    return fake, t, stats
+
+
+def plain(fake: FakeIptables, chain: str, backend: str = "legacy", ip_version: int = 4,
+          table: str = "filter") -> list[str]:
+    """Rules of a chain as the kernel holds them, minus our hash comment."""
+    return [COMMENT_RE.sub("", r).strip() for r in fake.rules(chain, backend, ip_version, table)]
+
+
+def ours(fake: FakeIptables, chain: str, backend: str = "legacy") -> list[bool]:
+    return [bool(COMMENT_RE.search(r)) for r in fake.rules(chain, backend)]
+
+
+def norm(rules: Sequence[str]) -> list[str]:
+    return [normalise(r) for r in rules]
+
+
+def user_chains(fake: FakeIptables, backend: str = "legacy", ip_version: int = 4,
+                table: str = "filter") -> set[str]:
+    t = fake.table(backend, ip_version, table)
+    return {c for c in t.chains if not t.is_builtin(c)}

@@ -68,6 +68,7 @@ class Table:
         self._cleanup_pending = False
         self._counted = (0, 0)  # our share of stats.iptables_chains / iptables_rules
         self._written = 0  # lines written by the current apply
+        self._foreign_refs: set[str] = set()
 
     # ---- setters: record only -------------------------------------------------------------
 
@@ -159,6 +160,11 @@ class Table:
         return names
 
     def _plan(self, names: set[str]) -> list[Change]:
+        # A chain some foreign rule jumps to is not ours to delete (nor could we).
+        self._foreign_refs = {t for name, kc in self._kernel.items()
+                              if not name.startswith(self._prefix)
+                              for h, t in zip(kc.hashes, kc.targets)
+                              if h is None and t is not None and t.startswith(self._prefix)}
         changes = []
         for name in sorted(names):
             change = self._plan_one(name)
@@ -181,6 +187,10 @@ class Table:
                 return Change(name, "write", tuple(lines), new=kc is None,
                               refs_after=self._refs(desired))
             if kc is not None and self._deletable(name):
+                if name in self._foreign_refs:
+                    _log.warning("%s: not deleting %s: a foreign rule jumps to it",
+                                 self._name, name)
+                    return None
                 return Change(name, "delete", ())
             return None
         if name not in self._hooks and not self._deletable(name):
