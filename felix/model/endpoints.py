@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from felix.model.frozen import EMPTY, FrozenDict
 from felix.model.keys import HostEndpointKey, WorkloadEndpointKey
-from felix.model.nets import canonical_addr, parse_net
+from felix.model.nets import canonical_addr, canonical_net
 from felix.model.objects import HostEndpoint, NatMapping, WorkloadEndpoint
 from felix.model.validate import (canonical_mac, fail, is_host_iface, is_id,
                                   is_label_name, is_label_value, is_workload_iface, show)
@@ -60,7 +60,7 @@ def parse_labels(raw: object) -> FrozenDict:
 
 
 def _nets(raw: object, version: int, what: str) -> tuple[str, ...]:
-    return _dedupe([str(parse_net(n, version, what)) for n in _list(raw, what)])
+    return _dedupe([canonical_net(n, version, what) for n in _list(raw, what)])
 
 
 def _nat(raw: object, version: int, nets: tuple[str, ...], what: str) -> tuple[NatMapping, ...]:

@@ -15,12 +15,12 @@ from felix.model.endpoints import parse_host_endpoint, parse_labels, parse_workl
 from felix.model.keys import (GlobalConfigKey, HostConfigKey, HostEndpointKey, HostIPKey,
                               PolicyKey, PoolKey, ProfileLabelsKey, ProfileRulesKey,
                               ProfileTagsKey, ReadyKey, TierKey, WorkloadEndpointKey)
-from felix.model.nets import canonical_addr, parse_net
+from felix.model.nets import canonical_addr, canonical_net
 from felix.model.objects import (ConfigValue, HostIP, ModelUpdate, Policy, Pool, ProfileLabels,
                                  ProfileRules, ProfileTags, Tier)
 from felix.model.paths import key_for_path
 from felix.model.rules import parse_selector_value, parse_rule_list
-from felix.model.validate import (Invalid, fail, is_config_value, is_host_iface,
+from felix.model.validate import (CONTROL_CHARS_RE, Invalid, fail, is_config_value, is_host_iface,
                                   is_iface_prefix, is_tag, show)
 
 _log = logging.getLogger(__name__)
@@ -143,6 +143,8 @@ class ModelParser:
 
     @staticmethod
     def _invalid(key: object, path: str, reason: str, received_at: float) -> ModelUpdate:
+        if CONTROL_CHARS_RE.search(reason):  # keep it one log line, whatever got quoted in
+            reason = repr(reason)[1:-1]
         _log.warning("Invalid data at %s, treating as absent: %s", show(path, 200), reason)
         return ModelUpdate(key, None, error=reason, path=path, received_at=received_at)
 
@@ -212,8 +214,8 @@ def _policy(key: PolicyKey, d: dict[str, Any]) -> Policy:
 def _pool(key: PoolKey, d: dict[str, Any]) -> Pool:
     if "cidr" not in d:
         fail("missing cidr")
-    net = parse_net(d["cidr"], key.ip_version, "cidr")
-    if str(net) != key.cidr:
+    net = canonical_net(d["cidr"], key.ip_version, "cidr")
+    if net != key.cidr:
         fail(f"cidr {show(d['cidr'])} does not match the key's {key.cidr}")
     ipip = None
     if "ipip" in d:

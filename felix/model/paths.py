@@ -11,7 +11,7 @@ from __future__ import annotations
 from felix.model.keys import (ROOT, GlobalConfigKey, HostConfigKey, HostEndpointKey, HostIPKey,
                               PolicyKey, PoolKey, ProfileLabelsKey, ProfileRulesKey,
                               ProfileTagsKey, ReadyKey, TierKey, WorkloadEndpointKey)
-from felix.model.nets import parse_net
+from felix.model.nets import canonical_net, version_of
 from felix.model.validate import fail, is_config_name, is_hostname, is_id, show
 
 _PREFIX = ROOT + "/"
@@ -65,12 +65,12 @@ def key_for_path(path: str) -> tuple[object, str | None] | None:
 
 def _pool_key(version: int, segment: str) -> tuple[PoolKey, str | None]:
     cidr_text = segment.replace("-", "/", 1)
-    net = parse_net(cidr_text, what="pool CIDR in key")
+    net = canonical_net(cidr_text, what="pool CIDR in key")
     # Only a canonically written CIDR gets a key of its own: mapping "10.0.0.1-16" onto the
     # key of "10.0.0.0-16" would let a bad or deleted twin delete a good pool.
-    if str(net) != cidr_text:
+    if net != cidr_text:
         fail(f"pool CIDR in key {show(segment)} is not canonical (expected "
-             f"{str(net).replace('/', '-')})")
-    if net.version != version:
-        return PoolKey(version, str(net)), f"pool CIDR {show(segment)} is not IPv{version}"
-    return PoolKey(version, str(net)), None
+             f"{net.replace('/', '-')})")
+    if version_of(net) != version:
+        return PoolKey(version, net), f"pool CIDR {show(segment)} is not IPv{version}"
+    return PoolKey(version, net), None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from felix.model.nets import parse_net
+from felix.model.nets import canonical_net, version_of
 from felix.model.objects import PortRange, Rule
 from felix.model.selector import SelectorError, parse_selector
 from felix.model.validate import Invalid, fail, is_log_prefix, is_tag, show
@@ -84,7 +84,7 @@ def parse_selector_value(v: object) -> object:
     try:
         return parse_selector(v)
     except SelectorError as e:
-        fail(f"bad selector {show(v)}: {e}")
+        fail(f"bad selector {show(v)}: {show(str(e), 120)}")
     except RecursionError:
         fail(f"selector too deeply nested: {show(v)}")
 
@@ -92,8 +92,8 @@ def parse_selector_value(v: object) -> object:
 # Match keys: each also has a "!"-prefixed form, stored in the not_ field.
 _MATCHES: Mapping[str, Callable[[object], object]] = {
     "protocol": _protocol,
-    "src_net": lambda v: parse_net(v, what="net"),
-    "dst_net": lambda v: parse_net(v, what="net"),
+    "src_net": lambda v: canonical_net(v, what="net"),
+    "dst_net": lambda v: canonical_net(v, what="net"),
     "src_tag": _tag,
     "dst_tag": _tag,
     "src_selector": parse_selector_value,
@@ -135,9 +135,6 @@ def parse_rule(raw: object) -> Rule:
             except Invalid as e:
                 fail(f"{key}: {e}")
     _check_consistency(fields)
-    for k in _NETS:
-        if k in fields:
-            fields[k] = str(fields[k])
     return Rule(**fields)
 
 
@@ -156,7 +153,7 @@ def _check_consistency(f: dict[str, Any]) -> None:
         versions.add(ip_version)
     if protocol in ICMP_PROTOCOLS:
         versions.add(ICMP_PROTOCOLS[protocol])
-    versions.update(f[k].version for k in _NETS if k in f)
+    versions.update(version_of(f[k]) for k in _NETS if k in f)
     if len(versions) > 1:
         fail("rule mixes IPv4 and IPv6 (ip_version, protocol and nets disagree)")
 
