@@ -72,21 +72,21 @@ def shortened(prefix: str, ident: str, max_len: int, hash_len: int = 12) -> str:
     return f"{prefix}{ident[:head_len]}:{_hash(ident, hash_len)}"
 
 
-def hashed(prefix: str, ident: str, max_len: int, hash_len: int = 12) -> str:
-    """Always prefix + readable head + ``:`` + hash: used where ids can be arbitrarily long so
-    the name's shape never depends on the id's length."""
+def hashed(prefix: str, readable: str, ident: str, max_len: int, hash_len: int = 12) -> str:
+    """Always prefix + head of ``readable`` + ``:`` + hash of ``ident``: used where ids can be
+    arbitrarily long, so the name's shape never depends on the id's length."""
     head_len = max_len - len(prefix) - hash_len - 1
-    return f"{prefix}{ident[:head_len]}:{_hash(ident, hash_len)}"
+    return f"{prefix}{readable[:head_len]}:{_hash(ident, hash_len)}"
 
 
 def policy_chain(key: PolicyKey, inbound: bool) -> str:
-    # "/" cannot occur in tier names or policy ids, so the pair is encoded unambiguously.
-    return hashed(POLICY_IN if inbound else POLICY_OUT, f"{key.tier}/{key.policy_id}",
-                  MAX_CHAIN_LEN)
+    # "/" cannot occur in tier names or policy ids, so the pair is hashed unambiguously.
+    return hashed(POLICY_IN if inbound else POLICY_OUT, key.policy_id,
+                  f"{key.tier}/{key.policy_id}", MAX_CHAIN_LEN)
 
 
 def profile_chain(profile_id: str, inbound: bool) -> str:
-    return hashed(PROFILE_IN if inbound else PROFILE_OUT, profile_id, MAX_CHAIN_LEN)
+    return hashed(PROFILE_IN if inbound else PROFILE_OUT, profile_id, profile_id, MAX_CHAIN_LEN)
 
 
 def endpoint_chain(ifname: str, inbound: bool, host: bool) -> str:

@@ -1,0 +1,103 @@
+"""Desired chains grouped by owner, diffed against what was emitted.
+
+Owners (a policy, a profile, an interface, the dispatch trees, ...) replace their whole set of
+chains at once; flush() emits ChainSet for chains whose rules changed and ChainRemoved for
+chains no owner wants any more, ordered so that a chain is set before any chain in the same
+batch that jumps to it, and removed after every removed chain that jumped to it.
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Iterable, Mapping
+
+from felix.messages import ChainRemoved, ChainSet, Table
+
+ChainKey = tuple[int, Table, str]  # (ip_version, table, name)
+
+
+def jump_targets(rules: Iterable[str]) -> set[str]:
+    targets = set()
+    for rule in rules:
+        tokens = rule.split()
+        for i, tok in enumerate(tokens[:-1]):
+            if tok in ("-j", "-g"):
+                targets.add(tokens[i + 1])
+    return targets
+
+
+def _topo(keys: list[ChainKey], contents: Mapping[ChainKey, tuple[str, ...]]) -> list[ChainKey]:
+    """``keys`` ordered so that jump targets (within ``keys``) come first."""
+    batch = set(keys)
+    order: list[ChainKey] = []
+    state: dict[ChainKey, int] = {}  # 1 visiting, 2 done
+    for root in sorted(keys):
+        if root in state:
+            continue
+        stack: list[tuple[ChainKey, list[ChainKey]]] = []
+        state[root] = 1
+        stack.append((root, _deps(root, contents, batch)))
+        while stack:
+            key, deps = stack[-1]
+            if deps:
+                dep = deps.pop()
+                if dep not in state:
+                    state[dep] = 1
+                    stack.append((dep, _deps(dep, contents, batch)))
+            else:
+                stack.pop()
+                state[key] = 2
+                order.append(key)
+    return order
+
+
+def _deps(key: ChainKey, contents: Mapping[ChainKey, tuple[str, ...]],
+          batch: set[ChainKey]) -> list[ChainKey]:
+    v, table, _ = key
+    deps = [(v, table, t) for t in jump_targets(contents.get(key, ()))]
+    return sorted(d for d in deps if d in batch and d != key)
+
+
+class ChainStore:
+    def __init__(self) -> None:
+        self._desired: dict[ChainKey, tuple[str, ...]] = {}
+        self._owner_of: dict[ChainKey, Hashable] = {}
+        self._owned: dict[Hashable, set[ChainKey]] = {}
+        self._emitted: dict[ChainKey, tuple[str, ...]] = {}
+        self._changed: set[ChainKey] = set()
+
+    def set_owner(self, owner: Hashable, chains: Mapping[ChainKey, tuple[str, ...]]) -> None:
+        old = self._owned.get(owner, set())
+        for key in old - chains.keys():
+            if self._owner_of.get(key) == owner:
+                del self._owner_of[key]
+                del self._desired[key]
+                self._changed.add(key)
+        for key, rules in chains.items():
+            self._desired[key] = rules
+            self._owner_of[key] = owner
+            self._changed.add(key)
+        if chains:
+            self._owned[owner] = set(chains)
+        else:
+            self._owned.pop(owner, None)
+
+    def owned(self, owner: Hashable) -> frozenset[ChainKey]:
+        return frozenset(self._owned.get(owner, ()))
+
+    def desired(self) -> Mapping[ChainKey, tuple[str, ...]]:
+        return self._desired
+
+    def flush(self) -> tuple[list[ChainSet], list[ChainRemoved]]:
+        to_set = [k for k in self._changed
+                  if k in self._desired and self._emitted.get(k) != self._desired[k]]
+        to_remove = [k for k in self._changed if k not in self._desired and k in self._emitted]
+        sets = [ChainSet(v, t, n, self._desired[(v, t, n)])
+                for v, t, n in _topo(to_set, self._desired)]
+        removes = [ChainRemoved(v, t, n)
+                   for v, t, n in reversed(_topo(to_remove, self._emitted))]
+        for k in to_set:
+            self._emitted[k] = self._desired[k]
+        for k in to_remove:
+            del self._emitted[k]
+        self._changed.clear()
+        return sets, removes
