@@ -89,7 +89,6 @@ class RouteManager:
         self._unclaimed_since: dict[tuple[int, str, int], float] = {}
         self._configured: dict[tuple[int, str], int] = {}  # sysctls+neighbours done for ifindex
         self._globals_done: set[int] = set()
-        self._forced: set[str] = set()  # re-replace all routes of these interfaces
         self._failed: set[str] = set()
         self._waiting_up: set[str] = set()
 
@@ -143,7 +142,6 @@ class RouteManager:
                 return
             del self._links[ev.ifname]
             self._forget_ifindex(old.ifindex)
-            self._forced.discard(ev.ifname)
             self._failed.discard(ev.ifname)
             self._waiting_up.discard(ev.ifname)
             for v in IP_VERSIONS:
@@ -152,11 +150,10 @@ class RouteManager:
             return
         self._links[ev.ifname] = ev
         if old is None or old.ifindex != ev.ifindex or old.oper_up != ev.oper_up:
-            if old is not None:
-                self._forget_ifindex(old.ifindex)
+            # Recreated, or its state changed (an admin-down flushes its routes and
+            # neighbours): forget what we knew of it, so everything is written again.
             for v in IP_VERSIONS:
                 self._configured.pop((v, ev.ifname), None)
-            self._forced.add(ev.ifname)
             self._waiting_up.discard(ev.ifname)
             self._changed = True
 
@@ -258,7 +255,6 @@ class RouteManager:
             if err:
                 failed.add(ifname)
                 errors.append(err)
-        self._forced -= {name for name in self._forced if name not in failed}
 
         if self._conntrack is not None:
             for ct_error in self._conntrack.flush():
@@ -330,11 +326,10 @@ class RouteManager:
                     ops += 1
                     self._nl.set_proxy_neighbour(6, idx, self._v6_gateway)
                 self._configured[(v, ifname)] = idx
-            forced = ifname in self._forced
             for dst in sorted(dests):
                 if want.get(dst) != idx:
                     continue  # lost a conflict
-                if not forced and (dst, idx) in self._kernel[v]:
+                if (dst, idx) in self._kernel[v]:
                     continue
                 ops += 1
                 self._nl.replace_route(v, dst, idx, self._proto)
