@@ -152,6 +152,8 @@ class RouteManager:
         if old is None or old.ifindex != ev.ifindex or old.oper_up != ev.oper_up:
             # Recreated, or its state changed (an admin-down flushes its routes and
             # neighbours): forget what we knew of it, so everything is written again.
+            if old is not None:
+                self._forget_ifindex(old.ifindex)
             for v in IP_VERSIONS:
                 self._configured.pop((v, ev.ifname), None)
             self._waiting_up.discard(ev.ifname)
