@@ -89,7 +89,7 @@ def assert_safe(obj: object, where: str = "") -> None:
         assert STRICT.fullmatch(obj), f"unsafe token {obj!r} at {where}"
     elif isinstance(obj, Selector):
         # Selector text is never rendered; only its uid names an ipset.
-        assert re.fullmatch(r"[a-z0-9]{1,24}", obj.uid), obj.uid
+        assert STRICT.fullmatch(obj.uid) and obj.uid, obj.uid
     elif isinstance(obj, ConfigValue):
         assert_safe(obj.name, where + ".name")
         assert not CONTROL.search(obj.value)

@@ -423,3 +423,23 @@ def test_exactly_one_warning_per_invalid_update(caplog: pytest.LogCaptureFixture
     msg = caplog.records[0].getMessage()
     assert RULES_PATH in msg and "inbound_rules[0]" in msg and "protocol" in msg
     assert "\n" not in msg
+
+
+def test_valid_updates_and_deletes_log_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    valid(WEP_PATH, WEP)
+    valid(RULES_PATH, {"inbound_rules": [], "outbound_rules": []})
+    assert P.parse(WEP_PATH, None) == ModelUpdate(WEP_KEY, None, path=WEP_PATH)
+    assert P.parse("/calico/v1/policy/profile/a b/rules", None) == ModelUpdate(
+        ProfileRulesKey("a b"), None, path="/calico/v1/policy/profile/a b/rules")
+    assert not caplog.records
+
+
+def test_reason_with_control_characters_stays_on_one_line(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The selector text (with a raw newline and U+2028) gets quoted into the reason.
+    invalid(POLICY_PATH, {"selector": "a == 'x\n\u2028' &&", "inbound_rules": [],
+                          "outbound_rules": []})
+    (record,) = caplog.records
+    msg = record.getMessage()
+    assert "selector" in msg
+    assert "\n" not in msg and "\u2028" not in msg
