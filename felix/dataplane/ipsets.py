@@ -170,6 +170,14 @@ class IpsetManager:
         return bool(self._full_check or self._touched or self._removed or self._cleanup_pending)
 
     @property
+    def updates_pending(self) -> bool:
+        return bool(self._full_check or self._touched)
+
+    @property
+    def deletions_pending(self) -> bool:
+        return bool(self._removed or self._cleanup_pending)
+
+    @property
     def desired_names(self) -> frozenset[str]:
         return frozenset(self._desired)
 

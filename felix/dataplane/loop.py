@@ -1,0 +1,542 @@
+"""The one dataplane loop: drain the calculation's messages and interface events, then program
+the kernel in one pass.
+
+Every pending message is recorded into the drivers first (they only record), then, once the
+calculation has sent ``InSync``, the dirty drivers apply in dependency order: ipset
+creates/adds → routes → iptables tables → ipset deletions. Applies are throttled so bursts
+coalesce. A driver that fails keeps its dirty state and is retried with exponential backoff (or
+as soon as new input for it arrives); the others carry on. After the loop has applied, it works
+out which local endpoints are fully programmed and reports changes of their status.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Hashable, Iterable, Mapping, Protocol, Sequence
+
+import gevent  # type: ignore[import-untyped]
+import gevent.event  # type: ignore[import-untyped]
+
+from felix.dataplane.interfaces import InterfaceEvent
+from felix.dataplane.stats import DataplaneStats
+from felix.messages import (ChainRemoved, ChainSet, EndpointRemoved, EndpointSet, HookSet,
+                            InSync, IpsetDelta, IpsetRemoved, IpsetSet, Message, RoutesRemoved,
+                            RoutesSet)
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START = 0.1
+BACKOFF_CAP = 30.0
+HEARTBEAT_INTERVAL = 1.0  # longest idle wait, so last_heartbeat stays fresh
+REFRESH_JITTER = 0.1
+# Tables that are both present apply in this order (filter before nat, as raw/mangle rules do
+# not depend on them).
+TABLE_ORDER = {"raw": 0, "mangle": 1, "filter": 2, "nat": 3}
+
+ChainId = tuple[int, str, str]
+
+
+# ---- the drivers' APIs, as this loop uses them --------------------------------------------
+
+class _TableResult(Protocol):
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def lines_written(self) -> int: ...
+    @property
+    def failed_chains(self) -> frozenset[str]: ...
+    @property
+    def error(self) -> str: ...
+
+
+class _RoutesResult(Protocol):
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def ops(self) -> int: ...
+    @property
+    def failed_ifaces(self) -> frozenset[str]: ...
+    @property
+    def programmed_ifaces(self) -> frozenset[str]: ...
+    @property
+    def error(self) -> str: ...
+
+
+class _IpsetResult(Protocol):
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def lines_written(self) -> int: ...
+    @property
+    def error(self) -> str: ...
+
+
+class TableLike(Protocol):
+    def set_chain(self, name: str, rules: Sequence[str]) -> None: ...
+    def remove_chain(self, name: str) -> None: ...
+    def set_hook(self, kernel_chain: str, rules: Sequence[str]) -> None: ...
+    def allow_cleanup(self) -> None: ...
+    def invalidate(self) -> None: ...
+    @property
+    def dirty(self) -> bool: ...
+    def apply(self) -> _TableResult: ...
+
+
+class IpsetManagerLike(Protocol):
+    def on_message(self, msg: IpsetSet | IpsetDelta | IpsetRemoved) -> None: ...
+    def allow_cleanup(self) -> None: ...
+    def invalidate(self) -> None: ...
+    @property
+    def dirty(self) -> bool: ...
+    @property
+    def updates_pending(self) -> bool: ...
+    @property
+    def deletions_pending(self) -> bool: ...
+    def apply_updates(self) -> _IpsetResult: ...
+    def apply_deletions(self) -> _IpsetResult: ...
+
+
+class RouteManagerLike(Protocol):
+    def on_routes(self, msg: RoutesSet | RoutesRemoved) -> None: ...
+    def on_interface_event(self, ev: InterfaceEvent) -> None: ...
+    def allow_cleanup(self) -> None: ...
+    def invalidate(self) -> None: ...
+    @property
+    def dirty(self) -> bool: ...
+    def apply(self) -> _RoutesResult: ...
+    def interface_state(self, ifname: str) -> str: ...
+
+
+EndpointStatusCallback = Callable[[object, str, "float | None"], None]
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    seconds: float = 0.0
+    iptables_lines: int = 0
+    ipset_lines: int = 0
+    route_ops: int = 0
+    ok: bool = True
+    error: str = ""
+    applied: bool = False  # False: nothing was due (not in sync, nothing dirty, backing off)
+
+
+@dataclass
+class _Backoff:
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+@dataclass
+class _Tally:
+    iptables_lines: int = 0
+    ipset_lines: int = 0
+    route_ops: int = 0
+    applied: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+class _Waker:
+    """Wakes the loop greenlet from any greenlet or native thread (an async watcher's send()
+    is the one hub operation that is safe from another thread)."""
+
+    def __init__(self) -> None:
+        self.event = gevent.event.Event()
+        self._async = gevent.get_hub().loop.async_()
+        self._async.start(self.event.set)
+
+    def wake(self) -> None:
+        self._async.send()
+
+    def close(self) -> None:
+        self._async.close()
+
+
+class Dataplane:
+    def __init__(self, *, tables: Mapping[tuple[int, str], TableLike],
+                 ipsets: Mapping[int, IpsetManagerLike], routes: RouteManagerLike,
+                 stats: DataplaneStats, on_endpoint_status: EndpointStatusCallback,
+                 cleanup_delay: float = 30, refresh_interval: float = 60,
+                 min_apply_interval: float = 0.05,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], object] = gevent.sleep) -> None:
+        self._tables = dict(sorted(tables.items(),
+                                   key=lambda kv: (TABLE_ORDER.get(kv[0][1], 9), kv[0][0])))
+        self._ipsets = dict(sorted(ipsets.items()))
+        self._routes = routes
+        self._stats = stats
+        self._on_status = on_endpoint_status
+        self._cleanup_delay = cleanup_delay
+        self._refresh_interval = refresh_interval
+        self._min_apply_interval = min_apply_interval
+        self._clock = clock
+        self._sleep = sleep
+        self._random = random.Random()
+
+        self._queue: deque[object] = deque()
+        self._waker = _Waker()
+        self._stopped = False
+
+        self.last_heartbeat = clock()
+        self.in_sync = False
+        self.last_apply_ok = True
+        self.last_error = ""
+        self._in_sync_at: float | None = None
+        self._cleanup_done = False
+        self._next_refresh: float | None = None
+        self._last_apply_at = -math.inf
+        self._backoff: dict[Hashable, _Backoff] = {}
+        self._touched: set[Hashable] = set()  # components with new input since last attempt
+
+        # Endpoint status bookkeeping.
+        self._endpoints: dict[object, EndpointSet] = {}
+        self._status: dict[object, str] = {}
+        self._known_chains: set[ChainId] = set()
+        self._pending_chains: set[ChainId] = set()  # set, not yet confirmed in the kernel
+        self._failed_chains: set[ChainId] = set()
+        self._routes_pending: set[str] = set()
+        self._routes_failed: set[str] = set()
+        self._status_dirty = False
+        self._warned_tables: set[tuple[int, str]] = set()
+
+    # ---- input (any greenlet or thread) --------------------------------------------------
+
+    def on_messages(self, msgs: Iterable[Message]) -> None:
+        self._queue.extend(msgs)
+        self._waker.wake()
+
+    def on_interface_event(self, ev: InterfaceEvent) -> None:
+        self._queue.append(ev)
+        self._waker.wake()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._waker.wake()
+
+    # ---- recording ------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        while self._queue:
+            item = self._queue.popleft()
+            try:
+                self._dispatch(item)
+            except Exception:  # one bad message must not stop the dataplane
+                log.exception("Failed to record %r", item)
+
+    def _table(self, ip_version: int, table: str) -> TableLike | None:
+        t = self._tables.get((ip_version, table))
+        if t is None and (ip_version, table) not in self._warned_tables:
+            self._warned_tables.add((ip_version, table))
+            log.warning("No IPv%d %s table in this dataplane; ignoring its chains",
+                        ip_version, table)
+        return t
+
+    def _dispatch(self, msg: object) -> None:
+        if isinstance(msg, ChainSet):
+            t = self._table(msg.ip_version, msg.table)
+            if t is not None:
+                t.set_chain(msg.name, msg.rules)
+                cid = (msg.ip_version, msg.table, msg.name)
+                self._known_chains.add(cid)
+                self._pending_chains.add(cid)
+                self._touched.add(("table", msg.ip_version, msg.table))
+        elif isinstance(msg, ChainRemoved):
+            t = self._table(msg.ip_version, msg.table)
+            if t is not None:
+                t.remove_chain(msg.name)
+                cid = (msg.ip_version, msg.table, msg.name)
+                self._known_chains.discard(cid)
+                self._pending_chains.discard(cid)
+                self._failed_chains.discard(cid)
+                self._touched.add(("table", msg.ip_version, msg.table))
+        elif isinstance(msg, HookSet):
+            t = self._table(msg.ip_version, msg.table)
+            if t is not None:
+                t.set_hook(msg.kernel_chain, msg.rules)
+                self._touched.add(("table", msg.ip_version, msg.table))
+        elif isinstance(msg, (IpsetSet, IpsetDelta, IpsetRemoved)):
+            mgr = self._ipsets.get(msg.ip_version)
+            if mgr is None:
+                log.warning("No IPv%d ipsets in this dataplane; ignoring %s", msg.ip_version,
+                            msg.name)
+                return
+            mgr.on_message(msg)
+            self._touched.add(("ipsets", msg.ip_version))
+            if isinstance(msg, IpsetRemoved):
+                self._touched.add(("ipset-deletions", msg.ip_version))
+        elif isinstance(msg, (RoutesSet, RoutesRemoved)):
+            self._routes.on_routes(msg)
+            self._routes_pending.add(msg.ifname)
+            self._touched.add(("routes",))
+        elif isinstance(msg, EndpointSet):
+            self._endpoints[msg.endpoint_key] = msg
+            self._status_dirty = True
+        elif isinstance(msg, EndpointRemoved):
+            self._endpoints.pop(msg.endpoint_key, None)
+            self._status.pop(msg.endpoint_key, None)
+        elif isinstance(msg, InSync):
+            if not self.in_sync:
+                self.in_sync = True
+                now = self._clock()
+                self._in_sync_at = now
+                if self._refresh_interval > 0:
+                    self._next_refresh = now + self._jittered_refresh()
+                log.info("Calculation in sync: dataplane applies from now on")
+        elif isinstance(msg, InterfaceEvent):
+            self._routes.on_interface_event(msg)
+            self._routes_pending.add(msg.ifname)
+            self._touched.add(("routes",))
+            self._status_dirty = True
+        else:
+            log.error("Dataplane ignoring unknown message %r", msg)
+
+    # ---- timers ---------------------------------------------------------------------------
+
+    def _jittered_refresh(self) -> float:
+        return self._refresh_interval * self._random.uniform(1 - REFRESH_JITTER,
+                                                             1 + REFRESH_JITTER)
+
+    def _everything(self) -> list[IpsetManagerLike | TableLike | RouteManagerLike]:
+        return [*self._ipsets.values(), self._routes, *self._tables.values()]
+
+    def _touch_all(self) -> None:
+        self._touched |= {("ipsets", v) for v in self._ipsets}
+        self._touched |= {("ipset-deletions", v) for v in self._ipsets}
+        self._touched |= {("table", v, t) for v, t in self._tables}
+        self._touched.add(("routes",))
+
+    def _run_timers(self, now: float) -> None:
+        if (not self._cleanup_done and self._in_sync_at is not None
+                and now >= self._in_sync_at + self._cleanup_delay):
+            self._cleanup_done = True
+            log.info("Startup clean-up delay over: removing stale felix state")
+            for driver in self._everything():
+                driver.allow_cleanup()
+            self._touch_all()
+        if self._next_refresh is not None and now >= self._next_refresh:
+            self._next_refresh = now + self._jittered_refresh()
+            log.debug("Periodic refresh: re-reading kernel state")
+            for driver in self._everything():
+                driver.invalidate()
+            self._touch_all()
+
+    # ---- applying -------------------------------------------------------------------------
+
+    def _due(self, key: Hashable, dirty: bool, now: float) -> bool:
+        if not dirty:
+            return False
+        b = self._backoff.get(key)
+        return b is None or key in self._touched or now >= b.retry_at
+
+    def _record(self, key: Hashable, ok: bool, error: str, now: float, tally: _Tally) -> None:
+        self._touched.discard(key)
+        tally.applied = True
+        if ok:
+            self._backoff.pop(key, None)
+            return
+        b = self._backoff.setdefault(key, _Backoff())
+        b.failures += 1
+        b.retry_at = now + min(BACKOFF_CAP, BACKOFF_START * 2 ** (b.failures - 1))
+        tally.errors.append(f"{key}: {error}" if error else f"{key} failed")
+
+    def _work_due(self, now: float) -> bool:
+        if not self.in_sync:
+            return False
+        for v, mgr in self._ipsets.items():
+            if (self._due(("ipsets", v), mgr.updates_pending, now)
+                    or self._due(("ipset-deletions", v), mgr.deletions_pending, now)):
+                return True
+        if self._due(("routes",), self._routes.dirty, now):
+            return True
+        return any(self._due(("table", v, t), table.dirty, now)
+                   for (v, t), table in self._tables.items())
+
+    def _apply(self) -> ApplyReport:
+        start = self._clock()
+        tally = _Tally()
+        any_table_ok = False
+
+        for v, mgr in self._ipsets.items():
+            key: Hashable = ("ipsets", v)
+            if self._due(key, mgr.updates_pending, start):
+                try:
+                    ir = mgr.apply_updates()
+                    tally.ipset_lines += ir.lines_written
+                    self._record(key, ir.ok, ir.error, start, tally)
+                except Exception as e:
+                    log.exception("IPv%d ipset updates raised", v)
+                    self._record(key, False, repr(e), start, tally)
+
+        if self._due(("routes",), self._routes.dirty, start):
+            try:
+                rr = self._routes.apply()
+                tally.route_ops += rr.ops
+                # The route manager attempts every interface in each apply, so its result is
+                # the whole truth: what did not fail is in place or waits for its interface.
+                self._routes_failed = set(rr.failed_ifaces)
+                self._routes_pending.clear()
+                self._record(("routes",), rr.ok, rr.error, start, tally)
+            except Exception as e:
+                log.exception("Route apply raised")
+                self._record(("routes",), False, repr(e), start, tally)
+
+        for (v, tname), table in self._tables.items():
+            key = ("table", v, tname)
+            if not self._due(key, table.dirty, start):
+                continue
+            try:
+                tr = table.apply()
+            except Exception as e:
+                log.exception("IPv%d %s table apply raised", v, tname)
+                self._record(key, False, repr(e), start, tally)
+                continue
+            tally.iptables_lines += tr.lines_written
+            self._record(key, tr.ok, tr.error, start, tally)
+            any_table_ok = any_table_ok or tr.ok
+            bad = {(v, tname, c) for c in tr.failed_chains}
+            mine = {c for c in self._pending_chains if c[0] == v and c[1] == tname}
+            self._pending_chains -= mine - bad
+            self._failed_chains -= mine - bad
+            self._failed_chains |= bad & self._known_chains
+
+        if any_table_ok:
+            # A rule that referenced a set may just have gone: retry refused destroys now.
+            self._touched |= {("ipset-deletions", v) for v in self._ipsets}
+        for v, mgr in self._ipsets.items():
+            key = ("ipset-deletions", v)
+            if self._due(key, mgr.deletions_pending, start):
+                try:
+                    dr = mgr.apply_deletions()
+                    tally.ipset_lines += dr.lines_written
+                    self._record(key, dr.ok, dr.error, start, tally)
+                except Exception as e:
+                    log.exception("IPv%d ipset deletions raised", v)
+                    self._record(key, False, repr(e), start, tally)
+
+        self._settle_clean_drivers()
+        # Every touched driver that had work was just applied; the rest had nothing to do.
+        self._touched.clear()
+        end = self._clock()
+        ok = not tally.errors
+        error = "; ".join(tally.errors)
+        report = ApplyReport(end - start, tally.iptables_lines, tally.ipset_lines,
+                             tally.route_ops, ok, error, tally.applied)
+        if tally.applied:
+            self._last_apply_at = start
+            self._stats.applies += 1
+            self._stats.last_apply_seconds = report.seconds
+            self.last_apply_ok = ok
+            if ok:
+                self._stats.last_apply_time = time.time()
+                self.last_error = ""
+            else:
+                self._stats.apply_failures += 1
+                self._stats.last_error = error
+                self.last_error = error
+                log.warning("Dataplane apply failed (will retry): %s", error)
+            self._status_dirty = True
+        return report
+
+    def _settle_clean_drivers(self) -> None:
+        """A driver with nothing left to do has everything it was asked for in the kernel."""
+        for (v, tname), table in self._tables.items():
+            if not table.dirty:
+                done = {c for c in self._pending_chains | self._failed_chains
+                        if c[0] == v and c[1] == tname}
+                self._pending_chains -= done
+                self._failed_chains -= done
+        if not self._routes.dirty:  # (a failed one stays failed until its retry says otherwise)
+            self._routes_pending.clear()
+
+    # ---- endpoint status ------------------------------------------------------------------
+
+    def _endpoint_status(self, ep: EndpointSet) -> str | None:
+        if not ep.active:
+            return "down"
+        if ep.ifname is not None and self._routes.interface_state(ep.ifname) != "up":
+            return "down"
+        chains = [c for c in ep.chains if (c[0], c[1]) in self._tables]
+        if any(c in self._failed_chains for c in chains) or (
+                ep.ifname is not None and ep.ifname in self._routes_failed):
+            return "error"
+        if any(c in self._pending_chains or c not in self._known_chains for c in chains):
+            return None
+        if ep.ifname is not None and ep.ifname in self._routes_pending:
+            return None
+        return "up"
+
+    def _update_statuses(self) -> None:
+        if not self._status_dirty:
+            return
+        self._status_dirty = False
+        for key, ep in self._endpoints.items():
+            status = self._endpoint_status(ep)
+            if status is None or status == self._status.get(key):
+                continue
+            self._status[key] = status
+            programmed_at = self._clock() if status == "up" else None
+            try:
+                self._on_status(key, status, programmed_at)
+            except Exception:
+                log.exception("Endpoint status callback failed for %r", key)
+
+    # ---- driving --------------------------------------------------------------------------
+
+    def run_once(self) -> ApplyReport:
+        """Drain everything pending and apply once, ignoring the throttle."""
+        self.last_heartbeat = self._clock()
+        self._drain()
+        if not self.in_sync:
+            return ApplyReport()
+        self._run_timers(self._clock())
+        report = self._apply()
+        self._update_statuses()
+        return report
+
+    def _next_wakeup(self, now: float) -> float:
+        times = [now + HEARTBEAT_INTERVAL]
+        if self.in_sync:
+            if not self._cleanup_done and self._in_sync_at is not None:
+                times.append(self._in_sync_at + self._cleanup_delay)
+            if self._next_refresh is not None:
+                times.append(self._next_refresh)
+            times.extend(b.retry_at for b in self._backoff.values())
+            deadline = getattr(self._routes, "next_deadline", None)
+            if isinstance(deadline, (int, float)):
+                times.append(deadline)
+        return max(0.0, min(times) - now)
+
+    def run(self) -> None:
+        log.info("Dataplane loop starting")
+        try:
+            while not self._stopped:
+                self.last_heartbeat = self._clock()
+                self._drain()
+                now = self._clock()
+                if self.in_sync:
+                    self._run_timers(now)
+                    if self._work_due(now):
+                        wait = self._last_apply_at + self._min_apply_interval - now
+                        if wait > 0:
+                            # Let the burst finish: whatever arrives meanwhile joins this apply.
+                            self._sleep(wait)
+                            continue
+                        try:
+                            self._apply()
+                        except Exception:  # the loop must outlive any driver bug
+                            log.exception("Dataplane apply raised")
+                    self._update_statuses()
+                now = self._clock()
+                timeout = self._next_wakeup(now)
+                if self._work_due(now):  # still dirty, not backing off: next throttle slot
+                    timeout = min(timeout, max(0.0, self._last_apply_at
+                                               + self._min_apply_interval - now))
+                self._waker.event.wait(timeout)
+                self._waker.event.clear()
+        finally:
+            log.info("Dataplane loop stopped")
