@@ -317,7 +317,9 @@ class FakeIptables:
 
     @staticmethod
     def _check_loops(t: FakeTable, lineno: int) -> None:
-        edges = {c: {_target(r) for r in rules} & set(t.chains) for c, rules in t.chains.items()}
+        edges: dict[str, set[str]] = {
+            c: {x for x in map(_target, rules) if x is not None and x in t.chains}
+            for c, rules in t.chains.items()}
         state: dict[str, int] = {}
 
         def visit(c: str) -> None:
