@@ -42,15 +42,18 @@ def chain_lines(chain: str, actual: Sequence[str | None] | None,
                 desired: Sequence[HashedRule], comments: CommentFormat) -> list[str]:
     """Lines for one of our chains; `actual` None means the chain does not exist yet (the
     caller declares it). A chain holding a foreign rule is rewritten from scratch."""
-    rewrite = [f"-A {chain} {comments.render(r)}" for r in desired]
+    def rewrite(flush: bool) -> list[str]:
+        return ([f"-F {chain}"] if flush else []) + [
+            f"-A {chain} {comments.render(r)}" for r in desired]
+
     if actual is None:
-        return rewrite
+        return rewrite(False)
     want = [r.hash for r in desired]
     if list(actual) == want:
         return []
-    rewrite.insert(0, f"-F {chain}")
     if any(h is None for h in actual):
-        return rewrite
+        return rewrite(True)
+    rewrite_len = len(desired) + 1
     lines: list[str] = []
     cur_len = len(actual)
     for _tag, i1, i2, j1, j2 in reversed(_opcodes(actual, want)):
@@ -65,8 +68,8 @@ def chain_lines(chain: str, actual: Sequence[str | None] | None,
             verb = f"-A {chain}" if pos == cur_len + 1 else f"-I {chain} {pos}"
             lines.append(f"{verb} {comments.render(desired[j])}")
             cur_len += 1
-        if len(lines) >= len(rewrite):
-            return rewrite
+        if len(lines) >= rewrite_len:
+            return rewrite(True)
     return lines
 
 

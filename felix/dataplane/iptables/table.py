@@ -46,7 +46,7 @@ class Table:
                  commands: IptablesCommands, stats: DataplaneStats, *,
                  lock_timeout: float = 10, chain_prefix: str = "cali",
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] | None = None) -> None:
         self.ip_version = ip_version
         self.table = table
         self._runner = runner
@@ -55,7 +55,8 @@ class Table:
         self._lock_timeout = lock_timeout
         self._prefix = chain_prefix
         self._clock = clock
-        self._sleep = sleep
+        # Looked up per call so that gevent's monkey-patched sleep is used when present.
+        self._sleep = sleep or (lambda seconds: time.sleep(seconds))
         self._comments = CommentFormat(chain_prefix)
 
         self._chains: dict[str, tuple[HashedRule, ...]] = {}
