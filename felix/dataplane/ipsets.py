@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import socket
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -71,17 +72,21 @@ _Replanner = Callable[[str], "_Plan | str | None"]
 def canonical_members(member: str, set_type: str, ip_version: int) -> list[str]:
     """The kernel's own spelling of ``member`` (so read-back compares equal), or [] if it is
     not valid in such a set. hash:net refuses /0, so it becomes two /1s."""
+    if "/" not in member:
+        # inet_pton/ntop: ~10x faster than ipaddress, which matters at 100k members.
+        family = socket.AF_INET if ip_version == 4 else socket.AF_INET6
+        try:
+            return [socket.inet_ntop(family, socket.inet_pton(family, member))]
+        except (OSError, ValueError):
+            return []
     try:
-        if "/" not in member:
-            addr = ipaddress.ip_address(member)
-            return [str(addr)] if addr.version == ip_version else []
         net = ipaddress.ip_network(member, strict=False)
     except ValueError:
         return []
     if net.version != ip_version:
         return []
     if net.prefixlen == net.max_prefixlen:
-        return [str(net.network_address)]
+        return canonical_members(str(net.network_address), set_type, ip_version)
     if set_type == "hash:ip":
         return []  # the kernel would expand a CIDR into every address in it
     if net.prefixlen == 0:
