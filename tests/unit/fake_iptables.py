@@ -104,6 +104,7 @@ class FakeIptables:
         self.fail_chains: set[str] = set()  # any restore touching one of these fails
         self.lock_held_calls = 0  # the next N restores exit 4 (lock not acquired)
         self.fail_saves = 0  # the next N saves exit 1
+        self.garbled_saves = 0  # the next N saves print a line no real save prints
         self.missing: set[str] = set()  # binaries that "are not installed" (exit 127)
         # Counters.
         self.restore_calls: list[RestoreCall] = []
@@ -149,6 +150,8 @@ class FakeIptables:
         if self.fail_saves:
             self.fail_saves -= 1
             return CommandResult(1, "", "iptables-save: simulated failure")
+        garble = ["-Z INPUT what is this"] if self.garbled_saves else []
+        self.garbled_saves = max(0, self.garbled_saves - 1)
         only = None
         if args[:1] in (["-t"], ["--table"]) and len(args) == 2:
             only = args[1]
@@ -166,6 +169,7 @@ class FakeIptables:
             order = [c for c in t.chains if t.is_builtin(c)] + users
             out += [f":{c} {t.policies.get(c, '-')} [0:0]" for c in order]
             out += [f"-A {c} {r}" for c in order for r in t.chains[c]]
+            out += garble
             out.append("COMMIT")
             out.append("# Completed")
         return CommandResult(0, "\n".join(out) + ("\n" if out else ""), "")

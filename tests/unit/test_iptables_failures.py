@@ -52,6 +52,13 @@ def save_fails(fake: FakeIptables, t: Table, d: dict[str, list[str]]) -> set[str
     return {"cali-a"}
 
 
+def save_garbled(fake: FakeIptables, t: Table, d: dict[str, list[str]]) -> set[str]:
+    fake.garbled_saves = 1
+    t.invalidate()
+    _change_a(t, d)
+    return {"cali-a"}
+
+
 def binary_missing(fake: FakeIptables, t: Table, d: dict[str, list[str]]) -> set[str]:
     fake.missing = {"iptables-legacy-restore"}
     _change_a(t, d)
@@ -130,6 +137,7 @@ SCENARIOS = [
     Scenario("lock held briefly", lock_briefly, expect_ok=True, max_restores=3),
     Scenario("lock held throughout", lock_throughout, max_restores=3),
     Scenario("save fails on refresh", save_fails, max_restores=0),
+    Scenario("save prints something unparseable", save_garbled, max_restores=0),
     Scenario("restore binary missing", binary_missing, max_restores=1),
     Scenario("one chain rejected", chain_rejected),
     Scenario("our chain deleted under us", chain_deleted_under_us, expect_ok=True),
