@@ -55,7 +55,7 @@ def test_etcd_down_at_start_logs_once_then_connects(env: FelixEnv) -> None:
 def test_sigterm_is_a_clean_exit(env: FelixEnv) -> None:
     felix = env.start_felix()
     assert felix.wait_for_log(IN_SYNC, 30), felix.tail()
-    felix.signal(signal.SIGTERM)
+    felix.send_signal(signal.SIGTERM)
     assert felix.wait(20) == 0
     assert "dataplane left in place" in felix.output()
 
@@ -83,5 +83,5 @@ def test_invalid_datastore_config_value_exits_2_with_one_clear_line(env: FelixEn
 def test_sigusr1_logs_a_summary(env: FelixEnv) -> None:
     felix = env.start_felix()
     assert felix.wait_for_log(IN_SYNC, 30), felix.tail()
-    felix.signal(signal.SIGUSR1)
+    felix.send_signal(signal.SIGUSR1)
     assert felix.wait_for_log("Diagnostics: iptables chains", 10), felix.tail()
