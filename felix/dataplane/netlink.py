@@ -26,6 +26,7 @@ _log = logging.getLogger(__name__)
 
 RT_TABLE_MAIN = 254
 RT_SCOPE_LINK = 253
+RT_SCOPE_NOWHERE = 255
 NUD_PERMANENT = 0x80
 NTF_PROXY = 0x08
 IFF_UP = 0x1
@@ -146,8 +147,10 @@ class PyRoute2Netlink:
 
     def delete_route(self, ip_version: int, dst: str, ifindex: int, proto: int) -> bool:
         try:
+            # pyroute2 sends scope 0 (universe) unless told; the kernel then only deletes a
+            # universe-scope route. RT_SCOPE_NOWHERE means "any scope".
             self._call(self._get().route, "del", family=family_of(ip_version), dst=dst,
-                       oif=ifindex, proto=proto, table=RT_TABLE_MAIN)
+                       oif=ifindex, proto=proto, table=RT_TABLE_MAIN, scope=RT_SCOPE_NOWHERE)
         except NetlinkOpError as e:
             if e.code in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
                 return False

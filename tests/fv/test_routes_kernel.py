@@ -207,7 +207,7 @@ def _child() -> dict[str, Any]:  # pragma: no cover - runs in the namespace
         assert our_routes(6) == {}
 
         # Dotted names: the /proc/sys directory carries the dot itself.
-        ip("link", "add", "link", "calibulk0", "name", "cali.5", "type", "vlan", "id", "5")
+        ip("link", "add", "cali.5", "type", "veth", "peer", "name", "tap.5")
         assert sc.read("net/ipv4/conf/cali.5/rp_filter") in ("0", "1", "2")
 
         # The link goes: event, and the manager reports it missing.
