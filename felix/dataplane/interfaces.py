@@ -210,6 +210,7 @@ class InterfaceMonitor:
 
     RCVBUF = 4 * 1024 * 1024
     RETRY_DELAY = 1.0
+    RECV_SIZE = 256 * 1024  # above the 32 KiB the kernel puts in one dump part
 
     def __init__(self, callback: Callable[[InterfaceEvent], None],
                  prefixes: tuple[str, ...]) -> None:
@@ -257,7 +258,7 @@ class InterfaceMonitor:
                 self._open()
                 self._resync()
                 while True:
-                    for msg in parse_messages(self._sock.recv(1 << 20)):
+                    for msg in parse_messages(self._sock.recv(self.RECV_SIZE)):
                         if not isinstance(msg, DoneMsg):
                             self._emit_changes(self._table.apply(msg))
             except OSError as e:
@@ -278,7 +279,7 @@ class InterfaceMonitor:
             self._sock.send(dump_request(mtype, seq))
             done = False
             while not done:
-                for msg in parse_messages(self._sock.recv(1 << 20)):
+                for msg in parse_messages(self._sock.recv(self.RECV_SIZE)):
                     if isinstance(msg, DoneMsg):
                         if msg.seq == seq:
                             if msg.error:

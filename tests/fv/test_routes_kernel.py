@@ -45,12 +45,12 @@ def test_routes_interfaces_sysctls_in_a_namespace() -> None:
 # --- the child ----------------------------------------------------------------------------
 
 def _child() -> dict[str, Any]:  # pragma: no cover - runs in the namespace
-    import gevent.monkey
+    import gevent.monkey  # type: ignore[import-untyped]
 
     gevent.monkey.patch_all()
     import time
 
-    import gevent
+    import gevent  # type: ignore[import-untyped]
 
     from felix.dataplane.conntrack import ConntrackFlusher
     from felix.dataplane.interfaces import InterfaceEvent, InterfaceMonitor

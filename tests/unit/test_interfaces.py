@@ -7,8 +7,8 @@ import errno
 import socket
 import struct
 
-import gevent
-import gevent.queue
+import gevent  # type: ignore[import-untyped]
+import gevent.queue  # type: ignore[import-untyped]
 
 from felix.dataplane import interfaces as itf
 from felix.dataplane.interfaces import (AddrMsg, DoneMsg, InterfaceEvent, InterfaceMonitor,
