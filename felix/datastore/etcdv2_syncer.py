@@ -176,6 +176,9 @@ class EtcdSyncer:
                 timeout = min(timeout, remaining)
             res = self._call(lambda api: api.watch(self.watch_root, wait_index, timeout,
                                                    recursive=True))
+            # Without monkey-patched sockets (or when etcd answers at once, event after event)
+            # nothing above yields to the hub; let other greenlets in.
+            gevent.sleep(0)
             if self._cluster_id and res.cluster_id and res.cluster_id != self._cluster_id:
                 raise _ResyncNeeded(f"etcd cluster ID changed from {self._cluster_id} "
                                     f"to {res.cluster_id}")
@@ -253,4 +256,5 @@ class EtcdSyncer:
             batch = updates[i:i + BATCH_SIZE]
             self.stats.updates_sent += len(batch)
             self.callbacks.on_updates(batch)
+            gevent.sleep(0)
 
