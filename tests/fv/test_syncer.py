@@ -78,20 +78,23 @@ class Runner:
     def __init__(self, syncer: EtcdSyncer) -> None:
         self.syncer = syncer
         self.error: BaseException | None = None
-        self._stop = threading.Event()
+        self._started = threading.Event()
         self._thread = threading.Thread(target=self._main, daemon=True)
         self._thread.start()
+        assert self._started.wait(10)
 
     def _main(self) -> None:
-        g = self.syncer.start()
-        while not self._stop.is_set() and not g.dead:
-            gevent.sleep(0.05)
-        if g.dead and g.exception is not None:
-            self.error = g.exception
-        self.syncer.stop()
+        self._loop = gevent.get_hub().loop
+        self._greenlet = self.syncer.start()
+        self._started.set()
+        self._greenlet.join()
+        if self._greenlet.exception is not None:
+            self.error = self._greenlet.exception
 
     def stop(self) -> None:
-        self._stop.set()
+        # Cross-thread: the kill must run in the syncer's own hub.
+        if self._thread.is_alive():
+            self._loop.run_callback_threadsafe(lambda: self._greenlet.kill(block=False))
         self._thread.join(timeout=30)
         assert not self._thread.is_alive(), "syncer thread did not stop"
 
