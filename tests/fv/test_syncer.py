@@ -350,15 +350,17 @@ def test_etcd_wiped_and_repopulated(h: Harness) -> None:
     assert syncer.stats.snapshots == 2
 
 
-def test_wiped_while_watching_detected_by_cluster_id(server: EtcdServer) -> None:
-    """A replaced etcd that comes back before the syncer notices is still detected."""
+def test_wipe_during_a_long_watch(server: EtcdServer) -> None:
+    """A new cluster (new ID, index restarted) replaces the old one under a 3 s long-poll."""
     h = Harness(server)
     try:
         h.client.write(f"{PREFIX}/config/Old", "o")
         h.client.write(READY, "true")
         syncer = h.start(watch_timeout=3.0)
         h.wait_in_sync()
+        old_id = server.cluster_id()
         server.wipe()
+        assert server.cluster_id() != old_id
         client = server.client()
         h.client = client
         client.write(f"{PREFIX}/config/New", "n")

@@ -244,6 +244,21 @@ def test_wiped_store_detected_while_watching(env: Env) -> None:
         [(f"{PREFIX}/config/B", "b2"), (f"{PREFIX}/config/C", None)], key=str)
 
 
+def test_new_cluster_with_a_higher_index_detected_by_cluster_id(env: Env) -> None:
+    env.store.set(f"{PREFIX}/config/A", "1")
+    env.store.set(READY, "true")
+    env.start()
+    env.run_until(env.settled)
+    env.store.wipe()
+    # The new store's index passes the old one, so only the cluster ID tells them apart;
+    # its events would otherwise be taken as a continuation of the old history.
+    for i in range(10):
+        env.store.set(f"{PREFIX}/config/N{i}", str(i))
+    env.store.set(READY, "true")
+    env.run_until(env.settled)
+    assert env.syncer.stats.resyncs_started == 1
+
+
 def test_periodic_resync_is_quiet() -> None:
     e = Env(resync_interval=0.02)
     try:

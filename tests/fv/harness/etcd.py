@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 import weakref
 from types import TracebackType
 
@@ -62,6 +63,9 @@ class EtcdServer:
         self.data_dir = os.path.join(self.tmpdir, "data")
         self.log_path = os.path.join(self.tmpdir, "etcd.log")
         self.client_port, self.peer_port = self._pick_ports()
+        # The cluster ID is a hash of the member's peer URLs and this token: a new token per
+        # wipe() is what makes a wiped server a different cluster, as a real rebuild would be.
+        self._cluster_token = f"felix-test-{uuid.uuid4().hex[:12]}"
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file: object | None = None
         _live.add(self)
@@ -95,6 +99,7 @@ class EtcdServer:
             "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"felix-test={peer}",
             "--initial-cluster-state", "new",
+            "--initial-cluster-token", self._cluster_token,
             "--enable-v2=true",
             "--logger", "zap",
             "--log-outputs", "stderr",
@@ -219,7 +224,12 @@ class EtcdServer:
         """Stop, delete all data and start fresh: a new cluster ID and index from 1."""
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        self._cluster_token = f"felix-test-{uuid.uuid4().hex[:12]}"
         self.start()
+
+    def cluster_id(self) -> str:
+        with urllib.request.urlopen(f"{self.url}/v2/keys/", timeout=5) as resp:
+            return str(resp.headers["X-Etcd-Cluster-Id"])
 
     def cleanup(self) -> None:
         shutil.rmtree(self.tmpdir, ignore_errors=True)
