@@ -11,16 +11,23 @@ change from "no labels": the selectors mentioning its labels are evaluated, and 
 selector matches it iff it matches the empty label set (``a != "x"``, ``!has(a)``, ``all()``).
 A new selector that does not match the empty label set can only match items carrying one of
 its labels, so only those items (``_items_by_label``) are evaluated.
+
+Most selectors also carry a necessary condition on one label (``app == "x" && ...``:
+``Selector.required_label``). Such "guarded" selectors are indexed by that label's value
+instead: an item is checked against a guarded selector only when it satisfies the guard (or is
+currently matched by it), so loading and label changes cost about the number of selectors an
+item could match, not the number that mention its labels.
 """
 
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
 from felix.model.selector import Selector
 
 MatchCallback = Callable[[Hashable, Hashable], None]
+K = TypeVar("K")
 
 
 class LabelIndex:
@@ -35,7 +42,10 @@ class LabelIndex:
         self._on_unmatch = on_unmatch
 
         self._selectors: dict[Hashable, Selector] = {}
+        # Unguarded selectors by the labels they mention; guarded ones by (label, value), with
+        # value None for "any value" (a has() guard).
         self._sels_by_label: dict[str, set[Hashable]] = {}
+        self._sels_by_guard: dict[tuple[str, str | None], set[Hashable]] = {}
         # Selectors true for the empty label set, hence for any item not carrying their labels.
         self._sels_matching_empty: set[Hashable] = set()
 
@@ -43,6 +53,7 @@ class LabelIndex:
         self._item_parents: dict[Hashable, tuple[str, ...]] = {}
         self._effective: dict[Hashable, dict[str, str]] = {}
         self._items_by_label: dict[str, set[Hashable]] = {}  # by effective label name
+        self._items_by_value: dict[tuple[str, str], set[Hashable]] = {}  # effective labels
         self._parent_labels: dict[str, dict[str, str]] = {}
         self._items_by_parent: dict[str, set[Hashable]] = {}
 
@@ -58,14 +69,27 @@ class LabelIndex:
         if old is not None:
             self._unindex_selector(sel_id, old)
         self._selectors[sel_id] = selector
-        names = selector.label_names()
-        for name in names:
-            self._sels_by_label.setdefault(name, set()).add(sel_id)
-        if selector.evaluate({}):
-            self._sels_matching_empty.add(sel_id)
-            candidates: Iterable[Hashable] = self._effective
+        candidates: Iterable[Hashable]
+        guard = selector.required_label()
+        if guard is not None:
+            name, values = guard
+            if values is None:
+                self._sels_by_guard.setdefault((name, None), set()).add(sel_id)
+                candidates = self._items_by_label.get(name, ())
+            else:
+                for v in values:
+                    self._sels_by_guard.setdefault((name, v), set()).add(sel_id)
+                candidates = set().union(*(self._items_by_value.get((name, v), ())
+                                           for v in values))
         else:
-            candidates = set().union(*(self._items_by_label.get(n, ()) for n in names))
+            names = selector.label_names()
+            for name in names:
+                self._sels_by_label.setdefault(name, set()).add(sel_id)
+            if selector.evaluate({}):
+                self._sels_matching_empty.add(sel_id)
+                candidates = self._effective
+            else:
+                candidates = set().union(*(self._items_by_label.get(n, ()) for n in names))
         now = {item for item in candidates if selector.evaluate(self._effective[item])}
         members = self._members.setdefault(sel_id, set())
         for item in [i for i in members if i not in now]:
@@ -84,9 +108,15 @@ class LabelIndex:
         del self._members[sel_id]
 
     def _unindex_selector(self, sel_id: Hashable, selector: Selector) -> None:
-        for name in selector.label_names():
-            _discard(self._sels_by_label, name, sel_id)
-        self._sels_matching_empty.discard(sel_id)
+        guard = selector.required_label()
+        if guard is None:
+            for name in selector.label_names():
+                _discard(self._sels_by_label, name, sel_id)
+            self._sels_matching_empty.discard(sel_id)
+        else:
+            name, values = guard
+            for v in (None,) if values is None else values:
+                _discard(self._sels_by_guard, (name, v), sel_id)
 
     # --- items and parents --------------------------------------------------------------
 
@@ -109,8 +139,9 @@ class LabelIndex:
         for p in self._item_parents.pop(item_id):
             _discard(self._items_by_parent, p, item_id)
         del self._item_labels[item_id]
-        for name in self._effective.pop(item_id):
+        for name, value in self._effective.pop(item_id).items():
             _discard(self._items_by_label, name, item_id)
+            _discard(self._items_by_value, (name, value), item_id)
         for sel_id in list(self._matched_by.get(item_id, ())):
             self._unmatch(sel_id, item_id)
         self._matched_by.pop(item_id, None)
@@ -158,14 +189,28 @@ class LabelIndex:
             self._matched_by[item_id] = set()
         changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
         for name in changed:
+            if name in old:
+                _discard(self._items_by_value, (name, old[name]), item_id)
+            if name in new:
+                self._items_by_value.setdefault((name, new[name]), set()).add(item_id)
             if name not in new:
                 _discard(self._items_by_label, name, item_id)
             elif name not in old:
                 self._items_by_label.setdefault(name, set()).add(item_id)
+        # Only selectors mentioning a changed label can change their verdict: the unguarded
+        # ones by index; guarded ones only if the guard now holds or they matched before.
         candidates: set[Hashable] = set()
         for name in changed:
             candidates.update(self._sels_by_label.get(name, ()))
         matched = self._matched_by[item_id]
+        for name, value in new.items():
+            for key in ((name, value), (name, None)):
+                for sel_id in self._sels_by_guard.get(key, ()):
+                    if not changed.isdisjoint(self._selectors[sel_id].label_names()):
+                        candidates.add(sel_id)
+        for sel_id in matched:
+            if not changed.isdisjoint(self._selectors[sel_id].label_names()):
+                candidates.add(sel_id)
         if is_new:
             # Every other selector sees only absent labels: it matches iff it matches the
             # empty label set (this is also where label-free selectors are decided).
@@ -191,7 +236,7 @@ class LabelIndex:
         self._on_unmatch(sel_id, item_id)
 
 
-def _discard(index: dict[str, set[Hashable]], key: str, value: Hashable) -> None:
+def _discard(index: dict[K, set[Hashable]], key: K, value: Hashable) -> None:
     members = index.get(key)
     if members is not None:
         members.discard(value)

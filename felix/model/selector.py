@@ -378,8 +378,29 @@ class Selector:
         """Every label the expression mentions: its value can depend on no other label."""
         return self._names
 
+    def required_label(self) -> tuple[str, frozenset[str] | None] | None:
+        """A necessary condition for a match, for indexing: ``(label, values)`` means only
+        labels where ``label`` is present with a value in ``values`` (any value when
+        ``values`` is None) can match. None when there is no such single-label condition."""
+        return _required(self._root)
+
     def __str__(self) -> str:
         return self.canonical
+
+
+def _required(node: _Node) -> tuple[str, frozenset[str] | None] | None:
+    if isinstance(node, _Eq) and not node.negated:
+        return node.label, frozenset((node.value,))
+    if isinstance(node, _In) and not node.negated:
+        return node.label, node.values
+    if isinstance(node, _Has):
+        return node.label, None
+    if isinstance(node, _And):
+        # Prefer the most selective kind of conjunct: one value, then a set, then presence.
+        found = [r for r in map(_required, node.operands) if r is not None]
+        if found:
+            return min(found, key=lambda r: len(r[1]) if r[1] is not None else 1 << 30)
+    return None
 
 
 def _uid(canonical: str) -> str:

@@ -69,17 +69,17 @@ def test_random_updates_match_brute_force(steps: list[tuple[object, ...]]) -> No
         if kind == "sel":
             _, sid, text = step
             model.selectors[str(sid)] = str(text)
-            idx.update_selector(sid, parse_selector(str(text)))  # type: ignore[arg-type]
+            idx.update_selector(sid, parse_selector(str(text)))
         elif kind == "delsel":
             model.selectors.pop(str(step[1]), None)
-            idx.remove_selector(step[1])  # type: ignore[arg-type]
+            idx.remove_selector(step[1])
         elif kind == "item":
             _, iid, lab, parents = step
             model.items[str(iid)] = (dict(lab), list(parents))  # type: ignore[call-overload]
             idx.update_item(iid, lab, parents)  # type: ignore[arg-type]
         elif kind == "delitem":
             model.items.pop(str(step[1]), None)
-            idx.remove_item(step[1])  # type: ignore[arg-type]
+            idx.remove_item(step[1])
         else:
             _, pid, lab = step
             if lab is None:

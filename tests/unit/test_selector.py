@@ -138,7 +138,7 @@ def test_error_message_has_position() -> None:
 
 def test_rejects_non_string() -> None:
     with pytest.raises(SelectorError):
-        parse_selector(42)  # type: ignore[arg-type]
+        parse_selector(42)  # type: ignore[arg-type, unused-ignore]
 
 
 def test_length_limit() -> None:
@@ -224,3 +224,25 @@ def test_label_names(text: str, names: set[str]) -> None:
 
 def test_parse_is_cached() -> None:
     assert parse_selector('zz == "cached"') is parse_selector('zz == "cached"')
+
+
+@pytest.mark.parametrize(("text", "required"), [
+    ("", None),
+    ('a != "x"', None),
+    ("!has(a)", None),
+    ('a == "1" || b == "1"', None),
+    ('a == "x"', ("a", {"x"})),
+    ('a in {"x", "y"}', ("a", {"x", "y"})),
+    ("has(a)", ("a", None)),
+    ('has(a) && b in {"1", "2"} && c == "z"', ("c", {"z"})),
+    ('(a == "1" || b == "2") && has(c)', ("c", None)),
+    ('!(a != "x")', ("a", {"x"})),
+])
+def test_required_label(text: str, required: tuple[str, set[str] | None] | None) -> None:
+    got = parse_selector(text).required_label()
+    if required is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert got[0] == required[0]
+        assert got[1] == (frozenset(required[1]) if required[1] is not None else None)

@@ -59,7 +59,10 @@ def quoted(draw: st.DrawFn, value: str) -> str:
 @st.composite
 def atoms(draw: st.DrawFn) -> Gen:
     kind = draw(st.sampled_from(["all", "has", "eq", "ne", "in", "notin"]))
-    s = lambda: draw(spaces)  # noqa: E731
+
+    def s() -> str:
+        return draw(spaces)
+
     label = draw(st.sampled_from(LABEL_NAMES))
     if kind == "all":
         return ("all",), f"all({s()})", 3
@@ -147,3 +150,18 @@ def test_selectors_not_matching_empty_labels_need_a_mentioned_label(gen: Gen,
         assert sel.evaluate(labels) == sel.evaluate({})
 
 
+
+
+@SETTINGS
+@given(expressions, st.lists(label_maps, min_size=1, max_size=8))
+def test_required_label_is_necessary(gen: Gen, label_list: list[dict[str, str]]) -> None:
+    sel = parse_selector(gen[1])
+    required = sel.required_label()
+    if required is None:
+        return
+    name, values = required
+    assert name in sel.label_names()
+    assert not sel.evaluate({})
+    for labels in label_list:
+        if sel.evaluate(labels):
+            assert name in labels and (values is None or labels[name] in values)
