@@ -96,8 +96,12 @@ def render_matches(rule: Rule, ip_version: int) -> list[str]:
     v = ip_version
     parts: list[str] = []
     if rule.protocol is not None:
+        # iptables takes one -p: a different negated protocol is implied by the positive one,
+        # the same one makes the rule match nothing (protocols are canonical, so == works).
+        if rule.protocol == rule.not_protocol:
+            return []
         parts.append(f"-p {_proto_arg(rule.protocol, v)}")
-    if rule.not_protocol is not None:
+    elif rule.not_protocol is not None:
         parts.append(f"! -p {_proto_arg(rule.not_protocol, v)}")
     for flag, net, neg in (("-s", rule.src_net, False), ("-s", rule.not_src_net, True),
                            ("-d", rule.dst_net, False), ("-d", rule.not_dst_net, True)):

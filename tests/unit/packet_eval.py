@@ -194,6 +194,8 @@ class Interpreter:
         return self._parsed[rule]
 
     def _matches(self, toks: list[str], p: Packet, mark: int) -> bool:
+        if toks.count("-p") > 1:
+            raise UnknownSyntax(f"iptables allows one -p: {toks}")
         i = 0
         neg = False
         ok = True
