@@ -56,6 +56,10 @@ def setup(screen: str = "INFO", file_severity: str = "INFO", file_path: str | No
             pass  # no syslog daemon (containers): not worth a warning every start
     for h in _handlers.values():
         root.addHandler(h)
+    # The etcd client and urllib3 log every failed request and retry; felix's syncer logs
+    # datastore state changes itself, once each, so theirs would only flood an outage.
+    for noisy in ("etcd", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     set_levels(screen, file_severity, sys_severity)
     return problems
 

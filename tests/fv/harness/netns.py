@@ -30,14 +30,10 @@ def sh(*argv: str, check: bool = True, input: str | None = None,
     return proc
 
 
-def _setns(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({path}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
+def _setns_fd(fd: int, what: str) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns({what}): {os.strerror(err)}")
 
 
 class Netns:
@@ -68,11 +64,18 @@ class Netns:
     def entered(self) -> Iterator[None]:
         """Move this (single-threaded) process into the namespace for the block, so sockets,
         subprocesses and servers started inside it live there."""
-        _setns(self.path)
+        # Remember where we came from by fd: /proc/1 may not be ours to read in a sandbox.
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        target = os.open(self.path, os.O_RDONLY)
         try:
-            yield
+            _setns_fd(target, self.path)
+            try:
+                yield
+            finally:
+                _setns_fd(home, "original namespace")
         finally:
-            _setns("/proc/1/ns/net")
+            os.close(target)
+            os.close(home)
 
     def pids(self) -> list[int]:
         out = sh("ip", "netns", "pids", self.name, check=False).stdout.split()
