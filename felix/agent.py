@@ -156,7 +156,10 @@ class Agent:
         except ConfigError as e:
             log.error("SIGHUP: config not reloaded: %s", e)
             return
-        self._reconfigure(new_local, "config file (SIGHUP)")
+        try:
+            self._reconfigure(new_local, "config file (SIGHUP)")
+        except _Exit as e:
+            self.request_exit(e.status)
 
     def _on_usr1(self) -> None:
         from felix.diagsummary import log_summary
@@ -164,6 +167,13 @@ class Agent:
 
     # --- the pipeline greenlet
     def _run_pipeline(self) -> None:
+        try:
+            self._pipeline_loop()
+        except _Exit as e:
+            # A deliberate exit (config change): not a crash, so no greenlet traceback.
+            self.request_exit(e.status)
+
+    def _pipeline_loop(self) -> None:
         buffered: list[tuple[str, str | None, float]] = []
         while True:
             self._heartbeats["pipeline"] = time.monotonic()

@@ -18,6 +18,14 @@ DATEFMT = "%Y-%m-%d %H:%M:%S"
 
 _handlers: dict[str, logging.Handler] = {}
 
+# Libraries that log every netlink message or loop step at DEBUG; their DEBUG/INFO would drown
+# felix's own. A filter (not a logger level) because pyroute2 resets its loggers on import.
+_CHATTY = ("pyroute2", "asyncio")
+
+
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not record.name.startswith(_CHATTY)
+
 
 def _level(severity: str) -> int:
     return logging.CRITICAL + 10 if severity.upper() == "NONE" else getattr(logging, severity.upper())
@@ -60,6 +68,8 @@ def setup(screen: str = "INFO", file_severity: str = "INFO", file_path: str | No
     # datastore state changes itself, once each, so theirs would only flood an outage.
     for noisy in ("etcd", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    for h in _handlers.values():
+        h.addFilter(_quiet_libraries)
     set_levels(screen, file_severity, sys_severity)
     return problems
 

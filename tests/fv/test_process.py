@@ -82,6 +82,6 @@ def test_invalid_datastore_config_value_exits_2_with_one_clear_line(env: FelixEn
 
 def test_sigusr1_logs_a_summary(env: FelixEnv) -> None:
     felix = env.start_felix()
-    assert felix.wait_for_log(IN_SYNC, 30), felix.tail()
+    assert felix.wait_for_log("Dataplane loop starting", 30), felix.tail()
     felix.send_signal(signal.SIGUSR1)
     assert felix.wait_for_log("Diagnostics: iptables chains", 10), felix.tail()
