@@ -16,7 +16,7 @@ are rendered, and only their rules' sets exist.
 
 from __future__ import annotations
 
-from typing import Hashable, Literal, Union
+from typing import Callable, Hashable, Literal, Union
 
 from felix.calc.chainstore import ChainKey, ChainStore
 from felix.calc.ipsets import FamilyRef, IpsetCalculator
@@ -300,7 +300,8 @@ class CalcGraph:
                 self._clear_owner(owner)
         self._dirty_profiles.clear()
 
-    def _set_rule_owner(self, owner: Hashable, rules: tuple[Rule, ...], render) -> None:  # type: ignore[no-untyped-def]
+    def _set_rule_owner(self, owner: Hashable, rules: tuple[Rule, ...],
+                        render: Callable[[RuleRenderer], dict[str, tuple[str, ...]]]) -> None:
         chains: dict[ChainKey, tuple[str, ...]] = {}
         refs: set[FamilyRef] = set()
         for v, r in self._renderers.items():

@@ -9,7 +9,7 @@ burst of changes costs messages proportional to the net change.
 
 from __future__ import annotations
 
-from typing import Hashable, Iterable, Mapping, Sequence
+from typing import Final, Hashable, Iterable, Literal, Mapping, Sequence
 
 from felix.calc.labelindex import LabelIndex
 from felix.messages import IpsetDelta, IpsetRemoved, IpsetSet, Message
@@ -18,7 +18,7 @@ from felix.rules.matches import SetRef, set_name
 
 EndpointId = Hashable
 FamilyRef = tuple[int, SetRef]
-SET_TYPE = "hash:net"
+SET_TYPE: Final[Literal["hash:net"]] = "hash:net"  # nets may be wider than one address
 
 
 class IpsetCalculator:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -73,8 +74,8 @@ class RuleRenderer:
                 (names.FROM_HOST_DISPATCH, hosts, False, True, True, ["-j RETURN"]),
                 (names.TO_HOST_DISPATCH, hosts, True, False, True, ["-j RETURN"])):
             chains.update(dispatch.render_dispatch(
-                root, ifnames, outgoing,
-                lambda n, i=inbound, h=host: names.endpoint_chain(n, i, h), default))
+                root, ifnames, outgoing, functools.partial(_endpoint_chain, inbound, host),
+                default))
         return chains
 
     def static_filter_chains(self) -> Chains:
@@ -85,6 +86,10 @@ class RuleRenderer:
 
     def fip_chains(self, mappings: Iterable[tuple[str, str]]) -> Chains:
         return static.fip_chains(self.ip_version, sorted(set(mappings)))
+
+
+def _endpoint_chain(inbound: bool, host: bool, ifname: str) -> str:
+    return names.endpoint_chain(ifname, inbound, host)
 
 
 def make_renderers(settings: RuleSettings) -> dict[int, RuleRenderer]:
