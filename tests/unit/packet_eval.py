@@ -474,14 +474,16 @@ def reference_verdict(model: Model, p: Packet, prefixes: tuple[str, ...] = ("cal
 from hypothesis import strategies as st  # noqa: E402
 
 from felix.model.frozen import FrozenDict  # noqa: E402
-from felix.model.keys import (PolicyKey, ProfileLabelsKey, ProfileRulesKey,  # noqa: E402
-                              ProfileTagsKey, TierKey, WorkloadEndpointKey)
+from felix.model.keys import (HostEndpointKey, PolicyKey, ProfileLabelsKey,  # noqa: E402
+                              ProfileRulesKey, ProfileTagsKey, TierKey, WorkloadEndpointKey)
 from felix.model.objects import ModelUpdate, ProfileLabels, ProfileTags  # noqa: E402
 from felix.model.selector import parse_selector  # noqa: E402
 
 LOCAL = "h1"
 V4_IPS = [f"10.0.0.{i}" for i in range(1, 9)]
 V6_IPS = [f"fd00::{i}" for i in range(1, 9)]
+HOST_V4 = ["192.168.0.1", "10.0.0.7"]
+HOST_V6 = ["fd00:ffff::1"]
 V4_NETS = ["10.0.0.0/30", "10.0.0.4/31", "10.0.0.1/32", "10.0.0.0/29"]
 V6_NETS = ["fd00::/126", "fd00::4/127", "fd00::1/128"]
 SELECTORS = ['all()', 'a == "x"', 'a != "y"', 'has(b)', 'a in {"x", "y"}', '!has(a)',
@@ -587,6 +589,18 @@ def draw_model(draw) -> tuple[Model, list[ModelUpdate]]:  # type: ignore[no-unty
             labels=draw_labels(draw), ipv4_nets=v4, ipv6_nets=v6)
         model.endpoints[key] = ep
         ups.append(ModelUpdate(key, ep))
+    for host in (LOCAL, "h2"):
+        if draw(st.booleans()):
+            hkey = HostEndpointKey(host, "hep0")
+            hep = HostEndpoint(
+                hkey, name=draw(st.sampled_from(["eth0", "eth0", None])),
+                expected_ipv4_addrs=tuple(draw(st.lists(st.sampled_from(HOST_V4), max_size=1))),
+                expected_ipv6_addrs=tuple(draw(st.lists(st.sampled_from(HOST_V6), max_size=1))),
+                profile_ids=tuple(draw(st.lists(st.sampled_from(PROFILES), max_size=2,
+                                                unique=True))),
+                labels=draw_labels(draw))
+            model.endpoints[hkey] = hep
+            ups.append(ModelUpdate(hkey, hep))
     for pid in PROFILES:
         if draw(st.integers(0, 3)):
             pr = ProfileRules(pid, tuple(draw_rule(draw, False)
@@ -626,15 +640,17 @@ def draw_packet(draw, model: Model) -> Packet:  # type: ignore[no-untyped-def]
     v = draw(st.sampled_from([4, 4, 6]))
     pool = V4_IPS if v == 4 else V6_IPS
     eps = sorted(model.endpoints.items(), key=lambda kv: repr(kv[0]))
-    local = [e for k, e in eps if k.hostname == LOCAL]  # type: ignore[attr-defined]
-    remote = [e for k, e in eps if k.hostname != LOCAL]  # type: ignore[attr-defined]
+    wls = [(k, e) for k, e in eps if isinstance(e, WorkloadEndpoint)]
+    local = [e for k, e in wls if k.hostname == LOCAL]  # type: ignore[attr-defined]
+    remote = [e for k, e in wls if k.hostname != LOCAL]  # type: ignore[attr-defined]
 
     def ip_of(ep: WorkloadEndpoint | HostEndpoint | None) -> str:
         if ep is not None and draw(st.integers(0, 9)):
             nets = model.ips(ep, v)
             if nets:
                 return str(ipaddress.ip_network(draw(st.sampled_from(nets))).network_address)
-        return draw(st.sampled_from(pool + (["192.168.9.9"] if v == 4 else ["2001:db8::9"])))
+        return draw(st.sampled_from(pool + (["192.168.9.9"] + HOST_V4 if v == 4
+                                            else ["2001:db8::9"] + HOST_V6)))
 
     src_kind = draw(st.sampled_from(["local"] * 5 + ["remote"] * 3 + ["external"] * 2
                                     + ["unknown"]))

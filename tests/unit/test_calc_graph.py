@@ -287,10 +287,15 @@ def test_stream_invariants_on_random_models(data: st.DataObject) -> None:
     # Every local endpoint's interface has both chains per family, and the dispatch reaches
     # them; every chain name and set name is within the kernel's limits.
     for key, ep in model.endpoints.items():
-        if key.hostname == LOCAL:  # type: ignore[attr-defined]
+        if key.hostname == LOCAL and isinstance(ep, WorkloadEndpoint):  # type: ignore[attr-defined]
             for v in (4, 6):
                 for inbound in (True, False):
                     assert (v, "filter", names.endpoint_chain(ep.name, inbound, False)) \
+                        in state.chains
+        elif key.hostname == LOCAL and ep.name is not None:  # type: ignore[attr-defined]
+            for v in (4, 6):
+                for inbound in (True, False):
+                    assert (v, "filter", names.endpoint_chain(ep.name, inbound, True)) \
                         in state.chains
     for v, t, n in state.chains:
         assert n.startswith("cali-") and len(n) <= 28

@@ -97,3 +97,47 @@ def test_workload_to_host_agrees_with_reference(data: st.DataObject) -> None:
         sets = {n: m for (cv, n), m in state.sets.items() if cv == p.ip_version}
         got = Interpreter(chains, sets).run(names.FILTER_INPUT, p).verdict
         assert got == reference_to_host(model, p, s), p
+
+
+def reference_host_endpoint(model, p, s: RuleSettings, inbound: bool) -> str:  # type: ignore[no-untyped-def]
+    """Traffic into (INPUT) or out of (OUTPUT) the host through ``eth0``: failsafe ports always
+    open; a named local host endpoint on the interface applies its policy (allowed traffic
+    continues to the kernel's own rules); other interfaces are not policed."""
+    from felix.model.objects import HostEndpoint
+
+    from tests.unit.packet_eval import policy_allows
+    failsafe = s.failsafe_inbound_ports if inbound else s.failsafe_outbound_ports
+    if p.protocol == "tcp" and p.dport in failsafe:
+        return "ACCEPT"
+    heps = sorted(((k, e) for k, e in model.endpoints.items()
+                   if isinstance(e, HostEndpoint) and k.hostname == LOCAL and e.name == "eth0"),
+                  key=lambda kv: repr(kv[0]))
+    if not heps:
+        return "FALLTHROUGH"
+    return "FALLTHROUGH" if policy_allows(model, heps[0][1], inbound, p) else "DROP"
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_host_endpoint_traffic_agrees_with_reference(data: st.DataObject) -> None:
+    import dataclasses
+    model, updates = data.draw(st.composite(lambda draw: draw_model(draw))())
+    s = RuleSettings(LOCAL)
+    graph = CalcGraph(s)
+    for u in updates:
+        graph.on_update(u)
+    state = DesiredState()
+    state.apply_all(graph.take_messages())
+    for _ in range(12):
+        p = data.draw(st.composite(lambda draw: draw_packet(draw, model))())
+        inbound = data.draw(st.booleans())
+        if p.protocol == "tcp" and data.draw(st.booleans()):
+            p = dataclasses.replace(p, dport=data.draw(st.sampled_from([22, 2379, 7001])))
+        p = dataclasses.replace(p, iif="eth0" if inbound else None,
+                                oif=None if inbound else "eth0", src_mac=None)
+        chains = {n: r for (cv, t, n), r in state.chains.items()
+                  if cv == p.ip_version and t == "filter"}
+        sets = {n: m for (cv, n), m in state.sets.items() if cv == p.ip_version}
+        start = names.FILTER_INPUT if inbound else names.FILTER_OUTPUT
+        got = Interpreter(chains, sets).run(start, p).verdict
+        assert got == reference_host_endpoint(model, p, s, inbound), p
