@@ -9,6 +9,7 @@ collision (the hashed forms contain ``:``, which ids and tags never do).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 
 from felix.model.keys import PolicyKey
@@ -79,12 +80,15 @@ def hashed(prefix: str, readable: str, ident: str, max_len: int, hash_len: int =
     return f"{prefix}{readable[:head_len]}:{_hash(ident, hash_len)}"
 
 
+# Pure and called for every jump of every endpoint chain: worth caching.
+@functools.lru_cache(maxsize=65536)
 def policy_chain(key: PolicyKey, inbound: bool) -> str:
     # "/" cannot occur in tier names or policy ids, so the pair is hashed unambiguously.
     return hashed(POLICY_IN if inbound else POLICY_OUT, key.policy_id,
                   f"{key.tier}/{key.policy_id}", MAX_CHAIN_LEN)
 
 
+@functools.lru_cache(maxsize=65536)
 def profile_chain(profile_id: str, inbound: bool) -> str:
     return hashed(PROFILE_IN if inbound else PROFILE_OUT, profile_id, profile_id, MAX_CHAIN_LEN)
 
