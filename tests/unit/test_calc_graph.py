@@ -246,29 +246,24 @@ def test_final_state_independent_of_update_order(data: st.DataObject) -> None:
     noise += [ModelUpdate(u.key, None, error="transiently invalid") for u in final_updates
               if rnd.random() < 0.3]
     gone = [ModelUpdate(u.key, None) for u in other_updates if u.key not in final_keys]
-    history = noise + final_updates
-    rnd.shuffle(history)
-    # Keep each key's final value last: the datastore's state is what it ends with.
+    # Random interleaving in which each key's final value comes after all its noise: the
+    # datastore's state is what it ends with.
+    when: dict[object, float] = {}
+    timed: list[tuple[float, int, ModelUpdate]] = []
+    for i, u in enumerate(noise):
+        t = rnd.random()
+        when[u.key] = max(when.get(u.key, 0.0), t)
+        timed.append((t, i, u))
+    for i, u in enumerate(final_updates):
+        t = rnd.uniform(when.get(u.key, 0.0), 1.0)
+        timed.append((t, len(noise) + i, u))
+    ordered = [u for _, _, u in sorted(timed, key=lambda x: (x[0], x[1]))] + gone
     last = {u.key: u for u in final_updates}
-    replay = [u for u in history if last.get(u.key) is not u] + list(last.values())
-    rnd.shuffle(replay)
-    ordered = _order_last(replay, last) + gone
     batches = sorted(rnd.sample(range(len(ordered)), k=min(len(ordered), rnd.randint(0, 5))))
     assert _final(ordered, batches) == reference
     assert _final(ordered, list(range(len(ordered)))) == reference  # one update per batch
     # Squashed and reversed: only the final values, in reverse order.
     assert _final(list(reversed(list(last.values()))), []) == reference
-
-
-def _order_last(updates: list[ModelUpdate], last: dict[object, ModelUpdate]) -> list[ModelUpdate]:
-    """Move every non-final update of a key before that key's final update."""
-    out: list[ModelUpdate] = []
-    for u in updates:
-        if last.get(u.key) is u:
-            continue
-        out.append(u)
-    finals = [u for u in updates if last.get(u.key) is u]
-    return out + finals
 
 
 # --- invariants ---------------------------------------------------------------------------
