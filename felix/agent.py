@@ -12,7 +12,7 @@ import logging
 import re
 import signal
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import gevent
 import gevent.event
@@ -24,6 +24,9 @@ from felix.config import (EXIT_CONFIG_CHANGED, EXIT_CONFIG_ERROR, EXIT_FATAL, Co
 from felix.datastore import EtcdSyncer, SyncStatus, make_client
 from felix.metrics import Metrics
 from felix.status.reporter import StatusReporter
+
+if TYPE_CHECKING:
+    from felix.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +59,15 @@ class Agent:
         self.in_sync_at: float | None = None
         self.metrics = Metrics(self)
         self.status = StatusReporter(
-            lambda: make_client(list(config.etcd_endpoints), ca_file=config.EtcdCaFile,
-                                cert_file=config.EtcdCertFile, key_file=config.EtcdKeyFile),
-            self.hostname, interval=float(config.ReportingIntervalSecs),  # type: ignore[arg-type]
-            ttl=int(config.ReportingTTLSecs),  # type: ignore[call-overload]
+            lambda: make_client(list(config.etcd_endpoints), **config.etcd_tls),
+            self.hostname, interval=float(config.ReportingIntervalSecs),
+            ttl=int(config.ReportingTTLSecs),
             endpoint_reporting=bool(config.EndpointReportingEnabled),
-            endpoint_delay=float(config.EndpointReportingDelaySecs),  # type: ignore[arg-type]
+            endpoint_delay=float(config.EndpointReportingDelaySecs),
             started=self.started, in_sync=lambda: self.in_sync_once)
         self.syncer = EtcdSyncer(
-            list(config.etcd_endpoints), self, ca_file=config.EtcdCaFile,
-            cert_file=config.EtcdCertFile, key_file=config.EtcdKeyFile,
-            resync_interval=float(config.PeriodicResyncInterval))  # type: ignore[arg-type]
+            list(config.etcd_endpoints), self, **config.etcd_tls,
+            resync_interval=float(config.PeriodicResyncInterval))
 
     # --- syncer callbacks (run in the syncer's greenlet: only enqueue)
     def on_updates(self, updates: list[tuple[str, str | None]]) -> None:
@@ -113,11 +114,11 @@ class Agent:
         cfg = self.config
         if cfg.HealthEnabled:
             from felix import health
-            self._spawn("health-http", health.serve, self, str(cfg.HealthHost), int(cfg.HealthPort))  # type: ignore[call-overload]
+            self._spawn("health-http", health.serve, self, str(cfg.HealthHost), int(cfg.HealthPort))
         if cfg.PrometheusMetricsEnabled:
             from felix import metrics
             self._spawn("metrics-http", metrics.serve, self.metrics, str(cfg.PrometheusMetricsHost),
-                        int(cfg.PrometheusMetricsPort))  # type: ignore[call-overload]
+                        int(cfg.PrometheusMetricsPort))
         status = self._exit.get()
         for g in self._greenlets:
             g.unlink(self._on_greenlet_returned)
@@ -138,7 +139,7 @@ class Agent:
 
     def _cleanup_due(self) -> bool:
         return self.in_sync_at is not None and \
-            time.monotonic() - self.in_sync_at >= float(self.config.StartupCleanupDelay)  # type: ignore[arg-type]
+            time.monotonic() - self.in_sync_at >= float(self.config.StartupCleanupDelay)
 
     def _run_syncer(self) -> None:
         self.syncer.start().join()
@@ -186,10 +187,10 @@ class Agent:
                 batch.append(self._updates.get_nowait())
             for kind, payload, t in batch:
                 if kind == "status":
-                    self._on_sync_status(payload, buffered)  # type: ignore[arg-type]
+                    self._on_sync_status(payload, buffered)
                     buffered = []
                     continue
-                for path, value in payload:  # type: ignore[union-attr]
+                for path, value in payload:
                     if self._is_config(path, value):
                         continue
                     if self.pipeline is None:

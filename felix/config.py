@@ -18,7 +18,7 @@ import os
 import re
 import socket
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypedDict
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,12 @@ def _ipv6_support(raw: str) -> str:
     return _choice("auto", "true", "false")(raw)
 
 
+class EtcdTls(TypedDict):
+    ca_file: str | None
+    cert_file: str | None
+    key_file: str | None
+
+
 @dataclass(frozen=True)
 class Param:
     name: str
@@ -248,13 +254,13 @@ class Config:
         # raw layers kept so the datastore layer can be added later with the same precedence
         self._layers = {k: dict(v) for k, v in layers.items()}
 
-    def __getattr__(self, name: str) -> object:
+    def __getattr__(self, name: str) -> Any:  # values are typed by each Param's parser
         try:
             return self._settings[name].value
         except KeyError:
             raise AttributeError(name) from None
 
-    def get(self, name: str) -> object:
+    def get(self, name: str) -> Any:
         return self._settings[PARAMS_BY_LOWER[name.lower()].name].value
 
     def source(self, name: str) -> str:
@@ -272,8 +278,13 @@ class Config:
     def etcd_endpoints(self) -> tuple[str, ...]:
         eps = self.EtcdEndpoints
         if eps:
-            return tuple(eps)  # type: ignore[arg-type]
+            return tuple(eps)
         return (f"{self.EtcdScheme}://{self.EtcdAddr}",)
+
+    @property
+    def etcd_tls(self) -> EtcdTls:
+        return {"ca_file": self.EtcdCaFile, "cert_file": self.EtcdCertFile,
+                "key_file": self.EtcdKeyFile}
 
     def with_datastore(self, host_values: Mapping[str, str], global_values: Mapping[str, str]) -> "Config":
         layers = dict(self._layers)

@@ -77,8 +77,7 @@ def _tail(path: str, max_bytes: int = 5_000_000) -> Callable[[], bytes]:
 def _etcd_dump(config: Config) -> Callable[[], str]:
     def fn() -> str:
         from felix.datastore import make_client
-        client = make_client(list(config.etcd_endpoints), ca_file=config.EtcdCaFile,
-                             cert_file=config.EtcdCertFile, key_file=config.EtcdKeyFile)
+        client = make_client(list(config.etcd_endpoints), **config.etcd_tls)
         out = []
         for root in ("/calico/v1", "/calico/felix/v1"):
             try:

@@ -38,7 +38,7 @@ def readiness(agent: "Agent") -> tuple[bool, dict[str, object]]:
         reasons.append("waiting for first datastore snapshot")
     else:
         dp = p.dataplane
-        if not dp.in_sync or dp.stats.applies == 0:
+        if not dp.in_sync or p.stats.applies == 0:
             reasons.append("dataplane not yet programmed")
         elif not dp.last_apply_ok:
             reasons.append(f"last dataplane apply failed: {dp.last_error}"[:300])

@@ -37,9 +37,9 @@ def setup(screen: str = "INFO", file_severity: str = "INFO", file_path: str | No
     socket) so the caller can log them once logging works."""
     problems: list[str] = []
     root = logging.getLogger()
-    for h in list(_handlers.values()):
-        root.removeHandler(h)
-        h.close()
+    for old in list(_handlers.values()):
+        root.removeHandler(old)
+        old.close()
     _handlers.clear()
     fmt = logging.Formatter(FORMAT, DATEFMT)
 
@@ -50,26 +50,26 @@ def setup(screen: str = "INFO", file_severity: str = "INFO", file_path: str | No
     if file_path and file_severity.upper() != "NONE":
         try:
             os.makedirs(os.path.dirname(file_path) or ".", exist_ok=True)
-            h = logging.handlers.WatchedFileHandler(file_path)
-            h.setFormatter(fmt)
-            _handlers["file"] = h
+            fh = logging.handlers.WatchedFileHandler(file_path)
+            fh.setFormatter(fmt)
+            _handlers["file"] = fh
         except OSError as e:
             problems.append(f"cannot open log file {file_path}: {e}")
     if sys_severity.upper() != "NONE":
         try:
-            h = logging.handlers.SysLogHandler(address="/dev/log")
-            h.setFormatter(logging.Formatter(SYSLOG_FORMAT))
-            _handlers["sys"] = h
+            sh = logging.handlers.SysLogHandler(address="/dev/log")
+            sh.setFormatter(logging.Formatter(SYSLOG_FORMAT))
+            _handlers["sys"] = sh
         except OSError:
             pass  # no syslog daemon (containers): not worth a warning every start
-    for h in _handlers.values():
-        root.addHandler(h)
+    for handler in _handlers.values():
+        root.addHandler(handler)
     # The etcd client and urllib3 log every failed request and retry; felix's syncer logs
     # datastore state changes itself, once each, so theirs would only flood an outage.
     for noisy in ("etcd", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    for h in _handlers.values():
-        h.addFilter(_quiet_libraries)
+    for handler in _handlers.values():
+        handler.addFilter(_quiet_libraries)
     set_levels(screen, file_severity, sys_severity)
     return problems
 

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"felix: {e}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     problems = logs.setup(str(config.LogSeverityScreen), str(config.LogSeverityFile),
-                          config.LogFilePath, str(config.LogSeveritySys))  # type: ignore[arg-type]
+                          config.LogFilePath, str(config.LogSeveritySys))
     for problem in problems:
         log.warning("%s", problem)
     failed = startup_problems(config)

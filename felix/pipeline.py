@@ -50,14 +50,14 @@ def ipv6_enabled(config: Config, runner: SubprocessRunner, backend: str) -> bool
 def rule_settings(config: Config, ipv6: bool) -> RuleSettings:
     return RuleSettings(
         hostname=config.hostname,
-        interface_prefixes=tuple(config.InterfacePrefix),  # type: ignore[arg-type]
-        default_endpoint_to_host_action=str(config.DefaultEndpointToHostAction),
-        drop_action_override=str(config.DropActionOverride),
-        mark_mask=int(config.IptablesMarkMask),  # type: ignore[call-overload]
-        metadata_addr=config.MetadataAddr,  # type: ignore[arg-type]
-        metadata_port=int(config.MetadataPort),  # type: ignore[call-overload]
-        failsafe_inbound_ports=tuple(config.FailsafeInboundHostPorts),  # type: ignore[arg-type]
-        failsafe_outbound_ports=tuple(config.FailsafeOutboundHostPorts),  # type: ignore[arg-type]
+        interface_prefixes=tuple(config.InterfacePrefix),
+        default_endpoint_to_host_action=config.DefaultEndpointToHostAction,
+        drop_action_override=config.DropActionOverride,
+        mark_mask=int(config.IptablesMarkMask),
+        metadata_addr=config.MetadataAddr,
+        metadata_port=int(config.MetadataPort),
+        failsafe_inbound_ports=tuple(config.FailsafeInboundHostPorts),
+        failsafe_outbound_ports=tuple(config.FailsafeOutboundHostPorts),
         ipv6_enabled=ipv6,
         ipip_enabled=bool(config.IpInIpEnabled),
     )
@@ -75,24 +75,24 @@ class Pipeline:
         versions = (4, 6) if self.ipv6 else (4,)
         log.info("Using the iptables %s backend; IPv6 %s", backend,
                  "enabled" if self.ipv6 else "disabled")
-        self.parser = ModelParser(tuple(config.InterfacePrefix))  # type: ignore[arg-type]
+        self.parser = ModelParser(tuple(config.InterfacePrefix))
         self.calc = CalcGraph(rule_settings(config, self.ipv6))
-        lock_timeout = float(config.IptablesLockTimeoutSecs)  # type: ignore[arg-type]
+        lock_timeout = float(config.IptablesLockTimeoutSecs)
         tables = {(v, t): Table(v, t, runner, commands_for(backend, v), self.stats,
                                 lock_timeout=lock_timeout)
                   for v in versions for t in TABLES}
         ipsets = {v: IpsetManager(v, runner, self.stats,
-                                  max_size=int(config.MaxIpsetSize))  # type: ignore[call-overload]
+                                  max_size=int(config.MaxIpsetSize))
                   for v in versions}
         routes = RouteManager(PyRoute2Netlink(), SysctlWriter(), self.stats,
                               conntrack=ConntrackFlusher(runner))
         self.dataplane = Dataplane(
             tables=tables, ipsets=ipsets, routes=routes, stats=self.stats,
             on_endpoint_status=self._on_endpoint_status,
-            cleanup_delay=float(config.StartupCleanupDelay),  # type: ignore[arg-type]
-            refresh_interval=float(config.IptablesRefreshInterval))  # type: ignore[arg-type]
+            cleanup_delay=float(config.StartupCleanupDelay),
+            refresh_interval=float(config.IptablesRefreshInterval))
         self.monitor = InterfaceMonitor(self.dataplane.on_interface_event,
-                                        tuple(config.InterfacePrefix))  # type: ignore[arg-type]
+                                        tuple(config.InterfacePrefix))
         # endpoint key → monotonic time of the etcd event not yet programmed
         self._pending_since: dict[object, float] = {}
         self.endpoint_status: dict[object, str] = {}

@@ -116,7 +116,7 @@ class StatusReporter:
             if status is not None and due > now:
                 next_due = min(next_due or 1e9, due - now)
                 continue
-            path = key.status_path  # type: ignore[attr-defined]
+            path = _status_path(key)
             try:
                 if status is None:
                     try:
@@ -147,8 +147,7 @@ class StatusReporter:
         except Exception as e:
             log.debug("Stale status sweep failed, will retry: %r", e)
             return False
-        known = {k.status_path for k in self._written} | {
-            k.status_path for k in self._desired}  # type: ignore[attr-defined]
+        known = {_status_path(k) for k in (*self._written, *self._desired)}
         removed = 0
         for node in result.leaves:
             path = node.key
@@ -167,5 +166,6 @@ class StatusReporter:
         return True
 
 
-def is_endpoint_key(key: object) -> bool:
-    return isinstance(key, (WorkloadEndpointKey, HostEndpointKey))
+def _status_path(key: object) -> str:
+    assert isinstance(key, (WorkloadEndpointKey, HostEndpointKey)), key
+    return key.status_path
