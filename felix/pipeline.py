@@ -17,7 +17,7 @@ from felix.dataplane.interfaces import InterfaceMonitor
 from felix.dataplane.ipsets import IpsetManager
 from felix.dataplane.iptables.backend import commands_for, detect_backend
 from felix.dataplane.iptables.table import Table
-from felix.dataplane.loop import Dataplane
+from felix.dataplane.loop import ApplyReport, Dataplane
 from felix.dataplane.netlink import PyRoute2Netlink
 from felix.dataplane.routes import RouteManager
 from felix.dataplane.runner import SubprocessRunner
@@ -89,16 +89,20 @@ class Pipeline:
         self.dataplane = Dataplane(
             tables=tables, ipsets=ipsets, routes=routes, stats=self.stats,
             on_endpoint_status=self._on_endpoint_status,
+            on_apply=self._on_apply,
             cleanup_delay=float(config.StartupCleanupDelay),
             refresh_interval=float(config.IptablesRefreshInterval))
         self.monitor = InterfaceMonitor(self.dataplane.on_interface_event,
                                         tuple(config.InterfacePrefix))
         # endpoint key → monotonic time of the etcd event not yet programmed
         self._pending_since: dict[object, float] = {}
+        self._changed: set[object] = set()  # endpoints changed since the last flush
         self.endpoint_status: dict[object, str] = {}
         self.endpoint_errors: dict[object, str] = {}
         self.status_listeners: list[Callable[[object, str | None], None]] = []
         self.latency_listeners: list[Callable[[object, float], None]] = []
+        self.apply_listeners: list[Callable[[ApplyReport], None]] = [
+            lambda report: agent.metrics.apply_time.observe(report.seconds)]
         self.last_calc_seconds = 0.0
 
     def start(self, spawn: Callable[..., gevent.Greenlet]) -> None:
@@ -115,6 +119,7 @@ class Pipeline:
         if self._is_local_endpoint(update.key):
             if update.error:
                 self.endpoint_errors[update.key] = update.error
+                self._pending_since.pop(update.key, None)  # nothing of it will be programmed
                 self._set_status(update.key, "error")
             else:
                 self.endpoint_errors.pop(update.key, None)
@@ -123,6 +128,7 @@ class Pipeline:
                     self._set_status(update.key, None)
                 else:
                     self._pending_since.setdefault(update.key, received_at)
+                    self._changed.add(update.key)
         self.calc.on_update(update)
 
     def on_in_sync(self) -> None:
@@ -134,6 +140,11 @@ class Pipeline:
         self.last_calc_seconds = time.monotonic() - start
         if msgs:
             self.dataplane.on_messages(msgs)
+        if self._changed:
+            # Behind the messages: the dataplane reports each of these once programmed, even
+            # when the change left its status (or the kernel) as it was.
+            self.dataplane.on_endpoints_changed(self._changed)
+            self._changed = set()
 
     def _set_status(self, key: object, status: str | None) -> None:
         if self.endpoint_status.get(key) == status:
@@ -144,6 +155,10 @@ class Pipeline:
             self.endpoint_status[key] = status
         for listener in self.status_listeners:
             listener(key, status)
+
+    def _on_apply(self, report: ApplyReport) -> None:
+        for listener in self.apply_listeners:
+            listener(report)
 
     def _on_endpoint_status(self, key: object, status: str, programmed_at: float | None) -> None:
         if key in self.endpoint_errors:

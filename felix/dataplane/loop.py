@@ -6,7 +6,10 @@ calculation has sent ``InSync``, the dirty drivers apply in dependency order: ip
 creates/adds → routes → iptables tables → ipset deletions. Applies are throttled so bursts
 coalesce. A driver that fails keeps its dirty state and is retried with exponential backoff (or
 as soon as new input for it arrives); the others carry on. After the loop has applied, it works
-out which local endpoints are fully programmed and reports changes of their status.
+out which local endpoints are fully programmed and reports their status: on every change of
+status, and once for every endpoint change it was told about (each ``EndpointSet``, and each
+``on_endpoints_changed`` from the pipeline) as soon as that change is in the kernel, so the
+programming latency of every change can be measured, not only of those that changed status.
 """
 
 from __future__ import annotations
@@ -113,6 +116,15 @@ class RouteManagerLike(Protocol):
 
 
 EndpointStatusCallback = Callable[[object, str, "float | None"], None]
+ApplyCallback = Callable[["ApplyReport"], None]
+
+
+@dataclass(frozen=True)
+class _EndpointsChanged:
+    """Loop-internal input: these endpoints' datastore data changed. Queued behind the
+    messages the change produced (possibly none), so it is seen after them."""
+
+    keys: frozenset[object]
 
 
 @dataclass(frozen=True)
@@ -163,6 +175,7 @@ class Dataplane:
                  stats: DataplaneStats, on_endpoint_status: EndpointStatusCallback,
                  cleanup_delay: float = 30, refresh_interval: float = 60,
                  min_apply_interval: float = 0.05,
+                 on_apply: ApplyCallback | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], object] = gevent.sleep) -> None:
         self._tables = dict(sorted(tables.items(),
@@ -171,6 +184,7 @@ class Dataplane:
         self._routes = routes
         self._stats = stats
         self._on_status = on_endpoint_status
+        self._on_apply = on_apply
         self._cleanup_delay = cleanup_delay
         self._refresh_interval = refresh_interval
         self._min_apply_interval = min_apply_interval
@@ -196,6 +210,8 @@ class Dataplane:
         # Endpoint status bookkeeping.
         self._endpoints: dict[object, EndpointSet] = {}
         self._status: dict[object, str] = {}
+        # Endpoints with a change not yet reported as programmed (or as down/error).
+        self._awaiting: set[object] = set()
         self._known_chains: set[ChainId] = set()
         self._pending_chains: set[ChainId] = set()  # set, not yet confirmed in the kernel
         self._failed_chains: set[ChainId] = set()
@@ -213,6 +229,15 @@ class Dataplane:
     def on_interface_event(self, ev: InterfaceEvent) -> None:
         self._queue.append(ev)
         self._waker.wake()
+
+    def on_endpoints_changed(self, keys: Iterable[object]) -> None:
+        """The datastore data of these local endpoints changed (call after on_messages with
+        what the change produced): report each once its state is in the kernel, even if its
+        status stays the same or the change needed no kernel write at all."""
+        keys = frozenset(keys)
+        if keys:
+            self._queue.append(_EndpointsChanged(keys))
+            self._waker.wake()
 
     def stop(self) -> None:
         self._stopped = True
@@ -275,10 +300,15 @@ class Dataplane:
             self._touched.add(("routes",))
         elif isinstance(msg, EndpointSet):
             self._endpoints[msg.endpoint_key] = msg
+            self._awaiting.add(msg.endpoint_key)
+            self._status_dirty = True
+        elif isinstance(msg, _EndpointsChanged):
+            self._awaiting |= msg.keys & self._endpoints.keys()
             self._status_dirty = True
         elif isinstance(msg, EndpointRemoved):
             self._endpoints.pop(msg.endpoint_key, None)
             self._status.pop(msg.endpoint_key, None)
+            self._awaiting.discard(msg.endpoint_key)
         elif isinstance(msg, InSync):
             if not self.in_sync:
                 self.in_sync = True
@@ -440,6 +470,11 @@ class Dataplane:
                 self.last_error = error
                 log.warning("Dataplane apply failed (will retry): %s", error)
             self._status_dirty = True
+            if self._on_apply is not None:
+                try:
+                    self._on_apply(report)
+                except Exception:
+                    log.exception("Apply callback failed")
         return report
 
     def _settle_clean_drivers(self) -> None:
@@ -476,9 +511,10 @@ class Dataplane:
         self._status_dirty = False
         for key, ep in self._endpoints.items():
             status = self._endpoint_status(ep)
-            if status is None or status == self._status.get(key):
+            if status is None or (status == self._status.get(key) and key not in self._awaiting):
                 continue
             self._status[key] = status
+            self._awaiting.discard(key)
             programmed_at = self._clock() if status == "up" else None
             try:
                 self._on_status(key, status, programmed_at)
