@@ -27,8 +27,11 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import felix, pytest, hyp
    || [ setup.py -nt .venv/.installed ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
-  .venv/bin/pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/pip install -q -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+  if ! .venv/bin/pip install -q -e '.[test]' > .venv/pip-install.log 2>&1; then
+    cat .venv/pip-install.log >&2
+    echo "setup: pip install failed" >&2
+    exit 1
+  fi
   .venv/bin/python -c 'import felix, pytest, hypothesis'
   touch .venv/.installed
 fi
