@@ -1,0 +1,3 @@
+from bench.report import Report
+def b9_sweep(report: Report, scale: object) -> None:
+    pass
