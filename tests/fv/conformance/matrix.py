@@ -86,7 +86,7 @@ def _as_set(x: object) -> set[object] | None:
 
 # Workload probes go over each agent's unix socket, so they can run from any thread; a
 # long-lived pool keeps one agent connection per thread instead of one per poll.
-_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="matrix-probe")
+_POOL = ThreadPoolExecutor(max_workers=64, thread_name_prefix="matrix-probe")
 
 
 def _probe(cell: Cell) -> bool:

@@ -64,3 +64,62 @@ def test_profiles_tags_several_profiles_move_and_inherited_labels(env: FelixEnv)
     m4 = Matrix(ws)
     m4.allow(src=[a, b], dst=[a, b])
     m4.check("profiles: profile label change")
+
+
+def iptables_save(env: FelixEnv, v6: bool = False) -> str:
+    return env.host.exec("ip6tables-save" if v6 else "iptables-save").stdout
+
+
+def test_tiers_order_actions_and_ignored_tiers(env: FelixEnv) -> None:
+    w, x, o, db = ws = workloads(env, "tw", "tx", "to", "tdb")
+    ds, h = env.ds, env.hostname
+    ds.profile("open", inbound=[{}], outbound=OUT_ALL)
+    for wl, role in ((w, "web"), (x, "bad"), (o, "other"), (db, "db")):
+        ds.endpoint(h, wl.name, wl.endpoint(profile_ids=("open",), labels={"role": role}))
+    ds.tier("t1", 10)
+    # Policy order contradicts id order: "z-first" must run before "a-second".
+    ds.policy("t1", "z-first", "role == 'db'", order=1, inbound=[
+        {"action": "deny", "src_selector": "role == 'bad'"},
+        {"action": "next-tier", "src_selector": "role == 'web'"},
+        {"action": "allow", "protocol": "tcp", "dst_ports": [8081]}])
+    ds.policy("t1", "a-second", "role == 'db'", order=2, inbound=[{"protocol": "udp"}])
+    # db has matching policies in t1 but no outbound rule: its own connections die there.
+    ds.tier("t2", 20)
+    ds.policy("t2", "p2", "role == 'db'", order=1, inbound=[
+        {"action": "log", "log_prefix": "conformance-log"},
+        {"action": "allow", "protocol": "tcp", "dst_ports": [8080]}])
+    ds.policy("t2", "everyone", "all()", order=100,
+              inbound=[{"protocol": "icmp"}, {"protocol": "icmpv6"}], outbound=[{}])
+    # Tiers that would change everything if they were not ordered/ignored as specified:
+    # "aa" sorts first by name but last by order; "dflt" has order "default" (last);
+    # "nometa" has a policy but no metadata.
+    ds.tier("aa", 30)
+    ds.policy("aa", "lenient", "all()", inbound=[{}], outbound=[{}])
+    ds.tier("dflt", "default")
+    ds.policy("dflt", "deny-all", "all()", inbound=[{"action": "deny"}],
+              outbound=[{"action": "deny"}])
+    ds.policy("nometa", "deny-all", "all()", inbound=[{"action": "deny"}],
+              outbound=[{"action": "deny"}])
+    env.start_felix()
+
+    m = Matrix(ws)
+    m.allow(src=[w, x, o], dst=[w, x, o], ports=ICMP)       # t2 "everyone"; rest dropped in t2
+    m.allow(src=w, dst=db, ports=[TCP1, ICMP])               # next-tier → t2: log, tcp/8080; icmp
+    m.allow(src=o, dst=db, ports=[TCP2, UDP1, UDP2])         # t1: tcp/8081 then a-second udp
+    m.check("tiers: order, deny/next-tier/log/allow, end-of-tier drop, ignored tiers", timeout=30)
+    for v6 in (False, True):
+        assert "conformance-log" in iptables_save(env, v6)
+
+    # Reorder within t1: a-second (udp allow) now precedes the deny of bad and the next-tier.
+    ds.policy("t1", "a-second", "role == 'db'", order=0, inbound=[{"protocol": "udp"}])
+    m.allow(src=[x, w], dst=db, ports=[UDP1, UDP2])
+    m.check("tiers: policy reorder within a tier")
+
+    # t2 loses its metadata and is ignored: next-tier now lands in "aa", which allows all.
+    ds.delete("/calico/v1/policy/tier/t2/metadata")
+    m3 = Matrix(ws)
+    m3.allow(src=[w, x, o], dst=[w, x, o])
+    m3.allow(src=w, dst=db)
+    m3.allow(src=x, dst=db, ports=[UDP1, UDP2])
+    m3.allow(src=o, dst=db, ports=[TCP2, UDP1, UDP2])
+    m3.check("tiers: tier metadata deleted → tier ignored")
