@@ -120,15 +120,21 @@ class BenchEnv:
             items.append((keys.TierKey(f"tier{t}").path, json.dumps({"order": t})))
         for j in range(n_policies):
             items.append((keys.PolicyKey(f"tier{j % gen.N_TIERS}", f"pol{j}").path, json.dumps(
-                {"selector": gen.selector(rng), "order": j, "inbound_rules": gen.rules(rng, 4),
+                {"selector": gen.selector(rng), "order": j,
+                 "inbound_rules": gen.rules(rng, 4) + [
+                     {"action": "allow", "protocol": "tcp", "dst_ports": [7777],
+                      "src_selector": gen.B6_SELECTOR}],
                  "outbound_rules": gen.rules(rng, 2)})))
         for i in range(n_remote):
             items.append((self.endpoint_path(f"rhost{i % 100}", f"rpod{i}"), json.dumps(
                 gen.endpoint(rng, f"calir{i:06d}", gen.remote_ip(i)))))
+        items.append((keys.ProfileRulesKey(gen.SHARED_PROFILE).path,
+                      json.dumps(gen.shared_profile_rules(61000))))
         local: dict[str, dict[str, Any]] = {}
         for i in range(n_local):
             name = gen.local_ifname(i)
-            local[name] = gen.endpoint(rng, name, gen.local_ip(i))
+            local[name] = gen.endpoint(rng, name, gen.local_ip(i), [
+                gen.SHARED_PROFILE, f"prof{rng.randrange(gen.N_PROFILES)}"])
         self.add_veths(list(local))
         items += [(self.endpoint_path(HOSTNAME, n), json.dumps(ep)) for n, ep in local.items()]
         self.write_many(items)

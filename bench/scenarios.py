@@ -82,7 +82,7 @@ def b1_cold_start(c: Ctx) -> None:
     r.extra["populate_secs"] = time.monotonic() - t0
     names = set(c.local)
     t0 = time.monotonic()
-    c.env.start_felix()
+    c.env.start_felix({"IptablesRefreshInterval": int(s.idle_secs)})
     pid = c.env.felix_pid
     elapsed = c.wait_programmed(names, timeout=600, poll=0.05) + 0.0
     elapsed = time.monotonic() - t0
@@ -112,4 +112,311 @@ def b1_cold_start(c: Ctx) -> None:
     sm, cnt, _ = ob.histogram(m, "felix_endpoint_programming_seconds")
     r.add("B1", "felix_endpoint_programming_seconds mean", sm / cnt if cnt else float("nan"), "s")
     r.note("B1 floor parts: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in fl.parts.items()))
-STEPS = [("B1", b1_cold_start)]
+
+def b2_warm_restart(c: Ctx) -> None:
+    r = c.report
+    c.env.stop_felix()
+    t0 = time.monotonic()
+    c.env.start_felix({"IptablesRefreshInterval": int(c.scale.idle_secs)})
+    ready = ob.wait_until(lambda: ob.health_ready(HEALTH_PORT), 120, 0.05)
+    at_ready = ob.ProcSample.of(c.env.felix_pid)
+    time.sleep(2.5)  # past StartupCleanupDelay: the sweep must find nothing to remove
+    c.wait_quiet()
+    ipt, ips = c.lines()
+    r.add("B2", "warm restart to ready", ready, "s")
+    r.add("B2", "felix CPU to ready", at_ready.cpu, "s")
+    r.add("B2", "kernel lines written (iptables+ipset)", ipt + ips, "lines", None, "== 0",
+          lambda v: v == 0)
+    r.extra["B2_lines"] = {"iptables": ipt, "ipset": ips}
+    del t0
+
+
+def _dport_present(backend: str, port: int) -> bool:
+    out = ob._run(f"iptables-{backend}-save", "-t", "filter")
+    return f"--dport {port} " in out or out.endswith(f"--dport {port}")
+
+
+def b5_profile_rule(c: Ctx) -> None:
+    from felix.model import keys
+    r = c.report
+    assert c.cap is not None and c.floor_ns is not None
+    # the chain holding the shared profile's marker rule, as felix rendered it
+    chain = next(l.split()[1] for l in c.cap.tables[(4, "filter")].splitlines()
+                 if l.startswith("-A ") and "--dport 61000" in l)
+    before = c.lines()
+    t0 = time.monotonic()
+    c.env.ds.set(keys.ProfileRulesKey(gen.SHARED_PROFILE).path,
+                 __import__("json").dumps(gen.shared_profile_rules(61001)))
+    lat = ob.wait_until(lambda: _dport_present(c.backend, 61001), 60, 0.01)
+    c.wait_quiet()
+    after = c.lines()
+    text = chain_rewrite(c.cap, 4, "filter", chain).replace("--dport 61000", "--dport 61001")
+    fl = c.floor_ns.timed_restore(4, "filter", text)
+    ipt, ips = after[0] - before[0], after[1] - before[1]
+    r.add("B5", f"profile rule change ({len(c.local)} eps) latency", lat, "s", fl,
+          "<= floor + 10 ms", lambda v: v <= fl + 0.010)
+    r.add("B5", "kernel lines written", ipt + ips, "lines", None, "<= 5", lambda v: v <= 5)
+    r.extra["B5"] = {"chain": chain, "iptables_lines": ipt, "ipset_lines": ips,
+                     "elapsed_incl_write": time.monotonic() - t0}
+
+
+def _ipset_with(ip: str) -> set[str]:
+    out = ob._run("ipset", "save")
+    return {l.split()[1] for l in out.splitlines() if l.startswith("add ") and l.split()[2] == ip}
+
+
+def b6_label_into_selector(c: Ctx) -> None:
+    r = c.report
+    assert c.floor_ns is not None
+    name = sorted(c.local)[0]
+    ep = copy.deepcopy(c.local[name])
+    ip = ep["ipv4_nets"][0].split("/")[0]
+    had = _ipset_with(ip)
+    ep["labels"]["b6"] = "yes"
+    before = c.lines()
+    c.env.write_endpoint(name, ep)
+    lat = ob.wait_until(lambda: bool(_ipset_with(ip) - had), 60, 0.01)
+    c.wait_quiet()
+    after = c.lines()
+    c.local[name] = ep
+    new_set = sorted(_ipset_with(ip) - had)[0]
+    fl = c.floor_ns.timed_ipset(f"add {new_set} {ip}\n")
+    r.add("B6", "label change into 200-policy selector latency", lat, "s", fl)
+    r.add("B6", "iptables lines written", after[0] - before[0], "lines", None, "== 0",
+          lambda v: v == 0)
+    r.add("B6", "ipset lines written", after[1] - before[1], "lines")
+
+
+class Watcher:
+    """Background poller of the kernel: resolves pending adds (route + both chains present)
+    and deletes (route and both chains gone) at the end of the poll that first saw them."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.lock = threading.Lock()
+        self.pending: dict[str, tuple[str, float]] = {}   # ifname -> (op, t_write)
+        self.done: list[tuple[float, str, float]] = []    # (t_write, op, latency)
+        self.polls: list[float] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def expect(self, ifname: str, op: str, t: float) -> None:
+        with self.lock:
+            self.pending[ifname] = (op, t)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self.lock:
+                idle = not self.pending
+            if idle:
+                time.sleep(0.005)
+                continue
+            t_start = time.monotonic()
+            routed = ob.routed_ifaces()
+            chains = ob.filter_chains(self.backend)
+            now = time.monotonic()
+            self.polls.append(now - t_start)
+            with self.lock:
+                for i, (op, t) in list(self.pending.items()):
+                    tw, fw = f"cali-tw-{i}" in chains, f"cali-fw-{i}" in chains
+                    ok = (i in routed and tw and fw) if op == "add" else not (
+                        i in routed or tw or fw)
+                    if ok and t < t_start:
+                        self.done.append((t, op, now - t))
+                        del self.pending[i]
+
+    def drain(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if not self.pending:
+                    return
+            time.sleep(0.02)
+        raise TimeoutError(f"{len(self.pending)} endpoint changes not programmed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join()
+
+
+def _new_endpoints(c: Ctx, n: int, start: int) -> dict[str, dict[str, Any]]:
+    eps = {}
+    for k in range(start, start + n):
+        name = gen.local_ifname(k)
+        eps[name] = gen.endpoint(c.rng, name, gen.local_ip(k),
+                                 [gen.SHARED_PROFILE, f"prof{c.rng.randrange(gen.N_PROFILES)}"])
+    c.env.add_veths(list(eps))
+    return eps
+
+
+def b4_burst(c: Ctx) -> None:
+    r = c.report
+    eps = _new_endpoints(c, 100, 20_000)
+    names = set(eps)
+    m0 = c.metrics()
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=lambda part=part: [c.env.write_endpoint(n, eps[n]) for n in part])
+               for part in (sorted(names)[k::4] for k in range(4))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wrote = time.monotonic() - t0
+    c.wait_programmed(names, 60, 0.02)
+    last = time.monotonic() - t0
+    r.add("B4", "100 endpoints burst: last programmed", last, "s", None, "<= 2 s", lambda v: v <= 2)
+    r.add("B4", "  (time to write the 100 to etcd)", wrote, "s")
+    _, cnt0, b0 = ob.histogram(m0, "felix_endpoint_programming_seconds")
+    m1 = c.metrics()
+    _, cnt1, b1 = ob.histogram(m1, "felix_endpoint_programming_seconds")
+    r.add("B4", "  felix histogram p99 (bucket bound)", ob.histogram_quantile(0.99, b1, b0), "s")
+    for n in names:
+        c.env.delete_endpoint(n)
+    ob.wait_until(lambda: not (names & ob.routed_ifaces()), 60, 0.05)
+    c.wait_quiet()
+
+
+def b3_churn(c: Ctx) -> None:
+    r = c.report
+    s = c.scale
+    pool_n = max(s.churn_rates) * int(s.churn_secs) // 2 + 50
+    pool = _new_endpoints(c, pool_n, 10_000)
+    names = sorted(pool)
+    c.wait_quiet()
+    for rate in s.churn_rates:
+        w = Watcher(c.backend)
+        m0 = c.metrics()
+        n_ops = int(rate * s.churn_secs)
+        added: list[str] = []
+        nxt = 0
+        t_begin = time.monotonic()
+        for k in range(n_ops):
+            target = t_begin + k / rate
+            delay = target - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if k % 2 == 0 or not added:
+                n = names[nxt % len(names)]
+                nxt += 1
+                t = time.monotonic()
+                w.expect(n, "add", t)
+                c.env.write_endpoint(n, pool[n])
+                added.append(n)
+            else:
+                n = added.pop(0)
+                t = time.monotonic()
+                w.expect(n, "del", t)
+                c.env.delete_endpoint(n)
+        write_secs = time.monotonic() - t_begin
+        try:
+            w.drain(60)
+        finally:
+            w.stop()
+        lats = [x[2] for x in sorted(w.done)]
+        third = max(1, len(lats) // 3)
+        early, late = sum(lats[:third]) / third, sum(lats[-third:]) / third
+        m1 = c.metrics()
+        _, _, b0 = ob.histogram(m0, "felix_endpoint_programming_seconds")
+        _, _, b1 = ob.histogram(m1, "felix_endpoint_programming_seconds")
+        goal50 = ("<= 30 ms", lambda v: v <= 0.030) if rate == 50 else ("", None)
+        goal99 = ("<= 100 ms", lambda v: v <= 0.100) if rate == 50 else ("", None)
+        r.add("B3", f"churn {rate}/s p50 (write->programmed)", ob.percentile(lats, 0.5), "s",
+              None, goal50[0], goal50[1])
+        r.add("B3", f"churn {rate}/s p99", ob.percentile(lats, 0.99), "s", None, goal99[0],
+              goal99[1])
+        r.add("B3", f"churn {rate}/s backlog: last/first third mean", late / early if early else float("nan"),
+              "x", None, "no growth (<= 2x)" if rate == 200 else "",
+              (lambda v: v <= 2) if rate == 200 else None)
+        r.add("B3", f"churn {rate}/s felix histogram p50/p99 bound",
+              ob.histogram_quantile(0.5, b1, b0), "s")
+        r.extra[f"B3_{rate}"] = {"ops": n_ops, "write_secs": write_secs,
+                                 "achieved_rate": n_ops / write_secs,
+                                 "felix_p99_bound": ob.histogram_quantile(0.99, b1, b0),
+                                 "mean_poll_secs": sum(w.polls) / max(1, len(w.polls)),
+                                 "latencies": lats}
+        r.note(f"B3 {rate}/s: achieved {n_ops / write_secs:.0f} ops/s, external poll period "
+               f"{1000 * sum(w.polls) / max(1, len(w.polls)):.0f} ms (latency resolution)")
+        for n in added:
+            c.env.delete_endpoint(n)
+        ob.wait_until(lambda: not (set(added) & ob.routed_ifaces()), 60, 0.05)
+        c.wait_quiet()
+
+
+def b8_idle(c: Ctx) -> None:
+    r = c.report
+    c.wait_quiet()
+    pid = c.env.felix_pid
+    a = ob.ProcSample.of(pid)
+    time.sleep(c.scale.idle_secs)
+    b = ob.ProcSample.of(pid)
+    own = (b.cpu - a.cpu) / c.scale.idle_secs
+    total = own + (b.child_cpu - a.child_cpu) / c.scale.idle_secs
+    r.add("B8", f"idle CPU over {c.scale.idle_secs:.0f} s (felix + children)", total * 100,
+          "% core", None, "<= 1%", lambda v: v <= 1)
+    r.add("B8", "  felix own", own * 100, "% core")
+    r.note(f"B8: IptablesRefreshInterval={int(c.scale.idle_secs)} s so one periodic read-back "
+           f"falls in the window")
+
+
+def b7_big_tag(c: Ctx) -> None:
+    import json
+    from felix.model import keys
+    r = c.report
+    assert c.floor_ns is not None
+    n = c.scale.big_tag
+    items = [(keys.ProfileRulesKey("bigprof").path, json.dumps(
+        {"inbound_rules": [], "outbound_rules": [{"action": "allow"}]})),
+        (keys.ProfileTagsKey("bigprof").path, json.dumps(["bigtag"]))]
+    for i in range(n):
+        items.append((c.env.endpoint_path(f"bhost{i % 100}", f"bpod{i}"), json.dumps(
+            gen.endpoint(c.rng, f"calig{i:06d}", gen.big_ip(i), ["bigprof"]))))
+    wsecs = c.env.write_many(items)
+    expected = c.metrics().get("felix_cluster_num_workload_endpoints", 0)
+    target = len(c.local) + c.scale.remote + n
+    ob.wait_until(lambda: c.metrics().get("felix_cluster_num_workload_endpoints", 0) >= target,
+                  600, 0.5)
+    c.wait_quiet()
+    del expected
+    rules = gen.shared_profile_rules(61001)
+    rules["inbound_rules"].append({"action": "allow", "protocol": "tcp", "dst_ports": [8088],
+                                   "src_tag": "bigtag"})
+    t0 = time.monotonic()
+    c.env.ds.set(keys.ProfileRulesKey(gen.SHARED_PROFILE).path, json.dumps(rules))
+    big: list[str] = []
+
+    def loaded() -> bool:
+        sizes = ob.ipset_sizes()
+        big[:] = [k for k, v in sizes.items() if v >= n]
+        return bool(big) and _dport_present(c.backend, 8088)
+    lat = ob.wait_until(loaded, 600, 0.05)
+    del t0
+    saved = ob._run("ipset", "save", big[0]).replace(big[0], "bnbig")
+    fl = c.floor_ns.timed_ipset(saved)
+    r.add("B7", f"tag of {n} members: load", lat, "s", fl, "<= 1.2x floor",
+          lambda v: v <= 1.2 * fl)
+    c.wait_quiet()
+    before = c.lines()
+    ip = gen.big_ip(n)
+    t1 = time.monotonic()
+    c.env.ds.set(c.env.endpoint_path("bhost0", f"bpod{n}"), json.dumps(
+        gen.endpoint(c.rng, f"calig{n:06d}", ip, ["bigprof"])))
+    lat1 = ob.wait_until(lambda: subprocess_ok(["ipset", "test", big[0], ip]), 60, 0.005)
+    del t1
+    c.wait_quiet()
+    after = c.lines()
+    fl1 = c.floor_ns.timed_ipset(f"add bnbig {ip}\n")
+    r.add("B7", "  one member added", lat1, "s", fl1)
+    r.add("B7", "  lines written for it (iptables, ipset)", after[0] - before[0] + after[1] - before[1],
+          "lines")
+    r.extra["B7"] = {"etcd_write_secs": wsecs, "set": big[0]}
+
+
+def subprocess_ok(argv: list[str]) -> bool:
+    import subprocess
+    return subprocess.run(argv, capture_output=True).returncode == 0
+
+
+STEPS = [("B1", b1_cold_start), ("B2", b2_warm_restart), ("B5", b5_profile_rule),
+         ("B6", b6_label_into_selector), ("B4", b4_burst), ("B3", b3_churn), ("B8", b8_idle),
+         ("B7", b7_big_tag)]

@@ -30,12 +30,12 @@ def labels(rng: random.Random) -> dict[str, str]:
     return {"app": rng.choice(APPS), "role": rng.choice(ROLES), "env": rng.choice(ENVS)}
 
 
-def endpoint(rng: random.Random, ifname: str, ip: str, profile: str | None = None,
+def endpoint(rng: random.Random, ifname: str, ip: str, profiles: list[str] | None = None,
              extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
     lab = labels(rng)
     lab.update(extra_labels or {})
     return {"state": "active", "name": ifname, "mac": "ee:ee:ee:ee:ee:ee",
-            "profile_ids": [profile or f"prof{rng.randrange(N_PROFILES)}"],
+            "profile_ids": profiles or [f"prof{rng.randrange(N_PROFILES)}"],
             "labels": lab, "ipv4_nets": [f"{ip}/32"], "ipv4_gateway": "169.254.1.1"}
 
 
@@ -67,3 +67,18 @@ def rules(rng: random.Random, n: int) -> list[dict[str, Any]]:
 def port_rules(n: int, base: int = 1000) -> list[dict[str, Any]]:
     """n distinct single-port rules (for rule-count sweeps)."""
     return [{"action": "allow", "protocol": "tcp", "dst_ports": [base + k]} for k in range(n)]
+
+
+# A profile every local endpoint uses (B5), and a selector every policy references (B6).
+SHARED_PROFILE = "shared"
+B6_SELECTOR = 'b6 == "yes"'
+
+
+def shared_profile_rules(port: int) -> dict[str, Any]:
+    return {"inbound_rules": [{"action": "allow", "protocol": "tcp", "dst_ports": [port]},
+                              {"action": "allow", "protocol": "udp", "dst_ports": [5353]}],
+            "outbound_rules": [{"action": "allow"}]}
+
+
+def big_ip(i: int) -> str:
+    return f"10.{128 + (i >> 16)}.{i >> 8 & 255}.{i & 255}"
