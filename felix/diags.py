@@ -90,24 +90,44 @@ def _etcd_dump(config: Config) -> Callable[[], str]:
     return fn
 
 
-def _felix_stats() -> str:
-    """Ask running felix processes for their SIGUSR1 summary; it lands in their log, which is
-    collected after this."""
-    pids = subprocess.run(["pgrep", "-f", "bin/(calico-)?felix( |$)"], capture_output=True,
-                          text=True).stdout.split()
-    me = str(os.getpid())
-    sent = []
-    for pid in pids:
-        if pid == me:
-            continue
-        try:
-            os.kill(int(pid), signal.SIGUSR1)
-            sent.append(pid)
-        except OSError:
-            pass
-    time.sleep(0.5)
-    return "SIGUSR1 sent to felix pids: " + (", ".join(sent) or "none running") + \
-        "\n(the summary is in the collected logs, lines 'Diagnostics: ...')\n"
+def _same_netns(pid: str) -> bool:
+    """Felix processes of *this* host share our network namespace; felixes of other
+    (sandboxed) hosts on the same machine are none of this bundle's business."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net")
+    except OSError:
+        return False
+
+
+def _felix_stats(log_path: str | None) -> Callable[[], str]:
+    """Ask this host's running felix for its SIGUSR1 summary and copy it out of its log."""
+    def fn() -> str:
+        pids = subprocess.run(["pgrep", "-f", "bin/(calico-)?felix( |$)"], capture_output=True,
+                              text=True).stdout.split()
+        me = str(os.getpid())
+        sent = []
+        for pid in pids:
+            if pid == me or not _same_netns(pid):
+                continue
+            try:
+                os.kill(int(pid), signal.SIGUSR1)
+                sent.append(pid)
+            except OSError:
+                pass
+        out = ["SIGUSR1 sent to felix pids: " + (", ".join(sent) or "none running")]
+        if sent and log_path:
+            time.sleep(1.0)  # let it log the summary
+            try:
+                tail = _tail(log_path, 1_000_000)().decode(errors="replace").splitlines()
+            except OSError as e:
+                out.append(f"(could not read {log_path}: {e})")
+            else:
+                lines = [line for line in tail if "Diagnostics: " in line]
+                out.extend(lines[-40:] or [f"(no summary found in {log_path} yet)"])
+        elif sent:
+            out.append("(felix logs to no file here: the summary is in its stderr/svlogd log)")
+        return "\n".join(out) + "\n"
+    return fn
 
 
 def run_diags(config_file: str | None, output: str | None) -> int:
@@ -121,8 +141,11 @@ def run_diags(config_file: str | None, output: str | None) -> int:
     bundle.collect("config.json", lambda: json.dumps(config.redacted(), indent=1) + "\n")
     for name, argv in COMMANDS:
         bundle.collect(name, _run(argv))
-    bundle.collect("felix-stats.txt", _felix_stats)
-    logs = [p for p in (config.LogFilePath, *LOG_CANDIDATES) if p]
+    bundle.collect("felix-stats.txt", _felix_stats(
+        str(config.LogFilePath) if config.LogFilePath else None))
+    # The configured log file always (its absence is worth an error line); runit's svlogd
+    # files only where they exist.
+    logs = [p for p in (config.LogFilePath,) if p] + [p for p in LOG_CANDIDATES if os.path.exists(p)]
     for path in logs:
         bundle.collect("logs/" + str(path).strip("/").replace("/", "_"), _tail(str(path)))
     bundle.collect("etcd-calico.txt", _etcd_dump(config))

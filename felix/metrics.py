@@ -56,8 +56,13 @@ class _StatsCollector:
             state.add_metric([s], 1.0 if a.sync_status.value == s else 0.0)
         yield state
         yield _counter("felix_etcd_watch_events", "etcd watch events received",
-                       getattr(syncer, "watch_events", 0))
-        yield _counter("felix_etcd_reconnects", "etcd reconnections", getattr(syncer, "reconnects", 0))
+                       syncer.watch_events)
+        yield _counter("felix_etcd_watch_events_ignored",
+                       "etcd watch events outside the synced tree (e.g. felix's own status writes)",
+                       syncer.watch_events_ignored)
+        yield _counter("felix_etcd_reconnects", "etcd reconnections", syncer.reconnects)
+        yield _counter("felix_etcd_snapshots", "Complete datastore reads (first, resyncs, periodic)",
+                       syncer.snapshots)
         p = a.pipeline
         if p is None:
             return
