@@ -34,7 +34,10 @@ PROBE_TIMEOUT = 0.3
 @dataclass(frozen=True)
 class Port:
     """A column kind: protocol, destination port, optional fixed source port (UDP only: a
-    fixed TCP source port would collide with its own TIME_WAIT on the next poll)."""
+    fixed TCP source port would collide with its own TIME_WAIT on the next poll). Probes of a
+    fixed source port from one source run one after another (they share the local port), and
+    an allowed one leaves a conntrack entry that admits the same 5-tuple for ~30 s whatever
+    the policy says: use them where the policy does not change within that time."""
 
     proto: str
     port: int = 0
@@ -96,26 +99,38 @@ def _probe(cell: Cell) -> bool:
     return probe(cell.src, cell.port.proto, cell.dst_ip, cell.port.port, PROBE_TIMEOUT)
 
 
+def _probe_group(cells: list[Cell]) -> list[bool]:
+    return [_probe(c) for c in cells]
+
+
 def probe_all(cells: Iterable[Cell]) -> dict[Cell, bool]:
     cells = list(cells)
     # HOST probes must run on the calling thread: it is the one inside the test's host netns.
     host = [c for c in cells if not isinstance(c.src, Workload)]
-    futures = {c: _POOL.submit(_probe, c) for c in cells if isinstance(c.src, Workload)}
+    groups: dict[object, list[Cell]] = {}
+    for i, c in enumerate(cells):
+        if isinstance(c.src, Workload):
+            key = (c.src.name, c.port.sport) if c.port.sport is not None else i
+            groups.setdefault(key, []).append(c)
+    futures = [(g, _POOL.submit(_probe_group, g)) for g in groups.values()]
     got = {c: _probe(c) for c in host}
-    got.update({c: f.result() for c, f in futures.items()})
+    for g, f in futures:
+        got.update(zip(g, f.result()))
     return got
 
 
 class Matrix:
     def __init__(self, workloads: Sequence[Workload], ports: Sequence[Port] = ALL_PORTS,
                  families: Sequence[int] = FAMILIES, default: bool = False,
-                 sources: Sequence[Source] = ()) -> None:
-        """``sources``: extra probe sources besides the workloads (e.g. ``HOST``)."""
-        self.workloads = list(workloads)
-        self.sources: list[Source] = [*self.workloads, *sources]
+                 sources: Sequence[Source] = (), dsts: Sequence[Workload] | None = None) -> None:
+        """Rows: ``workloads`` plus ``sources`` (extra probe sources, e.g. ``HOST``); columns:
+        ``dsts`` (default: the workloads)."""
+        self.sources: list[Source] = [*workloads, *sources]
+        self.workloads = list(workloads if dsts is None else dsts)
         self.ports = list(ports)
         self.families = [f for f in families
                          if f == 4 or any(w.ip6 for w in self.workloads)]
+        assert self.families, "no destination has an address of the requested families"
         self.expected: dict[Cell, bool] = {}
         for f in self.families:
             for src in self.sources:
@@ -159,9 +174,10 @@ class Matrix:
         m.expected = dict(self.expected)
         return m
 
-    def check(self, scenario: str, timeout: float = 15.0) -> float:
-        """Poll with real packets until reality equals the matrix; returns (and records) the
-        seconds it took. Raises AssertionError with the rendered matrix on timeout."""
+    def check(self, scenario: str, timeout: float = 15.0, record: bool = True) -> float:
+        """Poll with real packets until reality equals the matrix; returns (and, if
+        ``record``, appends to CONVERGENCE) the seconds it took. Raises AssertionError with
+        the rendered matrix on timeout."""
         start = time.monotonic()
         deadline = start + timeout
         polls = 0
@@ -170,42 +186,53 @@ class Matrix:
             polls += 1
             if all(got[c] == v for c, v in self.expected.items()):
                 took = time.monotonic() - start
-                CONVERGENCE.append((scenario, took))
+                if record:
+                    CONVERGENCE.append((scenario, took))
                 print(f"[matrix] {scenario}: converged in {took:.2f}s ({polls} polls, "
                       f"{len(self.expected)} cells)")
                 return took
             if time.monotonic() > deadline:
-                CONVERGENCE.append((scenario, math.inf))
+                if record:
+                    CONVERGENCE.append((scenario, math.inf))
                 raise AssertionError(f"[matrix] {scenario}: did not converge in {timeout:.1f}s\n"
                                      + self.render(got))
             time.sleep(0.1)
 
-    def render(self, got: dict[Cell, bool]) -> str:
+    def render(self, got: dict[Cell, bool], width: int = 150) -> str:
+        """Rows = sources, columns = destination × port, wrapped into blocks of destinations
+        so each line stays within ``width``."""
         out: list[str] = []
-        wrong = 0
+        wrong: list[str] = []
+        w0 = max(4, *(len(_name(s)) for s in self.sources)) + 1
+        pw = [max(len(p.label), 3) for p in self.ports]
+        group = max(sum(pw) + len(pw) - 1, max(len(d.name) for d in self.workloads))
+        per_block = max(1, (width - w0) // (group + 3))
         for f in self.families:
-            cols = [(d, p) for d in self.workloads for p in self.ports]
-            heads = [f"{d.name}:{p.label}" for d, p in cols]
-            w0 = max(len(_name(s)) for s in self.sources) + 1
-            widths = [max(len(h), 3) for h in heads]
-            out.append(f"IPv{f}".ljust(w0) + "| " + " ".join(h.ljust(w) for h, w in zip(heads, widths)))
-            for s in self.sources:
-                row = []
-                for (d, p), w in zip(cols, widths):
-                    c = Cell(s, d, p, f)
-                    if c not in self.expected:
-                        row.append("".ljust(w))
-                        continue
-                    mark = "OK" if got[c] else "--"
-                    if got[c] != self.expected[c]:
-                        mark += "*"
-                        wrong += 1
-                    row.append(mark.ljust(w))
-                out.append(_name(s).ljust(w0) + "| " + " ".join(row))
-            out.append("")
-        out.append(f"OK = connected, -- = blocked, * = {wrong} cell(s) where the opposite was "
-                   "expected")
-        return "\n".join(out)
+            for b in range(0, len(self.workloads), per_block):
+                block = self.workloads[b:b + per_block]
+                out.append(f"IPv{f}".ljust(w0) + "".join(f"| {d.name.ljust(group)} " for d in block))
+                ports = " ".join(p.label.ljust(w) for p, w in zip(self.ports, pw)).ljust(group)
+                out.append("".ljust(w0) + f"| {ports} " * len(block))
+                for s in self.sources:
+                    line = _name(s).ljust(w0)
+                    for d in block:
+                        marks = []
+                        for p, w in zip(self.ports, pw):
+                            c = Cell(s, d, p, f)
+                            if c not in self.expected:
+                                marks.append("".ljust(w))
+                                continue
+                            mark = "OK" if got[c] else "--"
+                            if got[c] != self.expected[c]:
+                                mark += "*"
+                                wrong.append(f"  IPv{f} {_name(s)} -> {d.name}:{p.label}: expected "
+                                             f"{'OK' if self.expected[c] else 'blocked'}")
+                            marks.append(mark.ljust(w))
+                        line += "| " + " ".join(marks).ljust(group) + " "
+                    out.append(line.rstrip())
+                out.append("")
+        out.append(f"OK = connected, -- = blocked, * = the opposite was expected ({len(wrong)}):")
+        return "\n".join(out + wrong)
 
 
 __all__ = ["ALL_PORTS", "CONVERGENCE", "Cell", "FAMILIES", "HOST", "ICMP", "Matrix", "Port",

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 
 from tests.fv.conftest import FelixEnv
-from tests.fv.conformance.matrix import ICMP, TCP1, TCP2, UDP1, UDP2, Matrix
+from tests.fv.conformance.matrix import ICMP, TCP1, TCP2, UDP1, UDP2, Matrix, Port
 from tests.fv.harness.workload import Workload
 
-OUT_ALL = [{}]
+OUT_ALL: list[dict[str, object]] = [{}]
 
 
 def workloads(env: FelixEnv, *names: str) -> list[Workload]:
@@ -41,8 +41,11 @@ def test_profiles_tags_several_profiles_move_and_inherited_labels(env: FelixEnv)
     m.check("profiles: tags, two profiles, inherited label", timeout=30)
 
     # The harness itself must fail on a wrong expectation, with a readable matrix.
-    with pytest.raises(AssertionError, match=r"OK\*"):
-        m.copy().block(src=a, dst=b, ports=TCP1, families=4).check("harness self-check (wrong)", 0.5)
+    with pytest.raises(AssertionError) as wrong:
+        m.copy().block(src=a, dst=b, ports=TCP1, families=4).check("self-check", 0.5, record=False)
+    print(wrong.value)
+    assert "IPv4 pa -> pb:tcp/8080: expected blocked" in str(wrong.value)
+    assert str(wrong.value).count("OK*") == 1
 
     # c moves from [open8080, web] to [open8080]: loses tag web both as source and target.
     ds.endpoint(h, "pc", c.endpoint(profile_ids=("open8080",)))
@@ -123,3 +126,88 @@ def test_tiers_order_actions_and_ignored_tiers(env: FelixEnv) -> None:
     m3.allow(src=x, dst=db, ports=[UDP1, UDP2])
     m3.allow(src=o, dst=db, ports=[TCP2, UDP1, UDP2])
     m3.check("tiers: tier metadata deleted → tier ignored")
+
+
+def test_match_keys_ports_protocols_icmp_nets_and_every_negation(env: FelixEnv) -> None:
+    """Three sources probe twelve destinations whose inbound profiles (and s3's outbound
+    profile) each exercise a few match keys; a positive and a negated form side by side, so
+    a negation felix ignored or inverted shows up as a wrong cell."""
+    names = ["ms1", "ms2", "ms3", "mA", "mB", "mC", "mD", "mE", "mF", "mG", "mH", "mI", "mJ",
+             "mK", "mL"]
+    s1, s2, s3, A, B, C, D, E, F, G, H, I, J, K, L = workloads(env, *names)
+    ds, hn = env.ds, env.hostname
+    SP_IN, SP_OUT = Port("udp", 5353, sport=2000), Port("udp", 5353, sport=2001)
+    rules: dict[Workload, list[dict[str, object]]] = {
+        A: [{"protocol": "tcp", "dst_ports": [80, 8081]},
+            {"protocol": "udp", "dst_ports": ["5354:5400"]}],
+        B: [{"protocol": "tcp", "!dst_ports": [8080]},
+            {"protocol": "udp", "!dst_ports": ["5300:5353"]},
+            {"protocol": "icmp", "!icmp_type": 8}, {"protocol": "icmpv6", "!icmp_type": 128}],
+        # "!icmp_code" goes with "!icmp_type" and negates the (type, code) pair, as in Calico.
+        C: [{"protocol": "icmp", "icmp_type": 8, "icmp_code": 0},
+            {"protocol": "icmpv6", "!icmp_type": 128, "!icmp_code": 1},
+            {"protocol": 17}],
+        D: [{"protocol": "icmp", "!icmp_type": 8, "!icmp_code": 0},
+            {"protocol": "icmpv6", "icmp_type": 128, "icmp_code": 1},
+            {"protocol": "tcp", "dst_ports": ["8000:8090"], "!dst_ports": [8081]}],
+        E: [{"!protocol": "tcp"}],
+        F: [{"protocol": "udp", "src_ports": ["1990:2000"]},
+            {"protocol": "tcp", "!src_ports": ["1:32767"]}],   # probes' ephemeral ports are higher
+        G: [{"protocol": "udp", "!src_ports": [2000]}],
+        H: [{"protocol": "tcp", "src_tag": "t1"},
+            {"protocol": "udp", "src_selector": "role == 's2'"},
+            {"protocol": "icmp", "src_net": f"{s1.ip}/32"},
+            {"protocol": "icmpv6", "src_net": f"{s1.ip6}/128"}],
+        I: [{"protocol": "tcp", "!src_tag": "t1"},
+            {"protocol": "udp", "!src_selector": "role == 's2'"},
+            {"protocol": "icmp", "!src_net": f"{s1.ip}/32"},
+            {"protocol": "icmpv6", "!src_net": f"{s1.ip6}/128"}],
+    }
+    for dst, inbound in rules.items():
+        ds.profile(f"p-{dst.name}", inbound=inbound, outbound=OUT_ALL)
+        ds.endpoint(hn, dst.name, dst.endpoint(profile_ids=(f"p-{dst.name}",)))
+    ds.profile("open", inbound=[{}], outbound=OUT_ALL)
+    ds.profile("tagj", tags=["tj"])
+    ds.endpoint(hn, J.name, J.endpoint(profile_ids=("open", "tagj"), labels={"dsel": "yes"}))
+    ds.endpoint(hn, K.name, K.endpoint(profile_ids=("open",), labels={"dsel": "no"}))
+    ds.endpoint(hn, L.name, L.endpoint(profile_ids=("open",), labels={"dsel": "yes"}))
+    ds.profile("src1", outbound=OUT_ALL, tags=["t1"])
+    ds.profile("src2", outbound=OUT_ALL, tags=["t2"])
+    ds.profile("src3", outbound=[
+        {"protocol": "tcp", "dst_tag": "tj"},
+        {"protocol": "udp", "!dst_tag": "tj"},
+        {"protocol": "icmp", "dst_selector": "dsel == 'yes'"},
+        {"protocol": "icmpv6", "dst_selector": "dsel == 'yes'"},
+        {"protocol": "tcp", "dst_ports": [8081], "!dst_selector": "dsel == 'yes'"},
+        {"protocol": "tcp", "dst_ports": [8080], "dst_net": f"{L.ip}/32"},
+        {"protocol": "tcp", "dst_ports": [8080], "dst_net": f"{L.ip6}/128"},
+        {"protocol": "tcp", "dst_ports": [8081], "!dst_net": f"{K.ip}/32", "dst_selector": "has(dsel)"},
+        {"protocol": "tcp", "dst_ports": [8081], "!dst_net": f"{K.ip6}/128", "dst_selector": "has(dsel)"},
+        {"protocol": "tcp", "dst_ports": [8080], "ip_version": 6, "dst_selector": "dsel == 'no'"}])
+    for src, role in ((s1, "s1"), (s2, "s2"), (s3, "s3")):
+        ds.endpoint(hn, src.name, src.endpoint(profile_ids=(f"src{role[1]}",), labels={"role": role}))
+    env.start_felix()
+
+    dsts = [A, B, C, D, E, F, G, H, I, J, K, L]
+    m = Matrix([s1, s2, s3], dsts=dsts)
+    inbound_ok = {A: [TCP2, UDP2], B: [TCP2, UDP2], C: [ICMP, UDP1, UDP2], D: [TCP1],
+                  E: [UDP1, UDP2, ICMP], F: [TCP1, TCP2], G: [UDP1, UDP2]}
+    for dst, ports in inbound_ok.items():
+        m.allow(src=[s1, s2], dst=dst, ports=ports)
+    m.allow(src=s1, dst=H, ports=[TCP1, TCP2, ICMP]).allow(src=s2, dst=H, ports=[UDP1, UDP2])
+    m.allow(src=s1, dst=I, ports=[UDP1, UDP2]).allow(src=s2, dst=I, ports=[TCP1, TCP2, ICMP])
+    m.allow(src=[s1, s2], dst=[J, K, L])
+    # s3's outbound rules admit tcp/8081 and udp to anything untagged without dsel == yes.
+    s3_out = {TCP2, UDP1, UDP2}
+    for dst, ports in inbound_ok.items():
+        if s3_out & set(ports):
+            m.allow(src=s3, dst=dst, ports=s3_out & set(ports))
+    m.allow(src=s3, dst=I, ports=s3_out)
+    m.allow(src=s3, dst=J, ports=[TCP1, TCP2, ICMP])
+    m.allow(src=s3, dst=K, ports=[TCP2, UDP1, UDP2]).allow(src=s3, dst=K, ports=TCP1, families=6)
+    m.allow(src=s3, dst=L, ports=[UDP1, UDP2, ICMP, TCP1, TCP2])
+    m.check("match keys: ports, protocols, icmp, tags, selectors, nets, negations", timeout=30)
+
+    sp = Matrix([s1, s2, s3], dsts=[F, G], ports=[SP_IN, SP_OUT])
+    sp.allow(dst=F, ports=SP_IN).allow(dst=G, ports=SP_OUT)
+    sp.check("match keys: src_ports / !src_ports with fixed source ports")
