@@ -72,6 +72,20 @@ def test_profiles_tags_several_profiles_move_and_inherited_labels(env: FelixEnv)
     m4.allow(src=[a, b], dst=[a, b])
     m4.check("profiles: profile label change")
 
+    # The web profile loses its tag: a and b are no longer admitted by each other.
+    ds.profile("web", tags=[])
+    m5 = Matrix(ws)
+    m5.check("profiles: tag removed from a profile")
+
+    # The tag comes back but web's rules go: a profile without rules allows nothing, in
+    # either direction, so a and b are cut off; blue's label is restored for c and d.
+    ds.profile("web", tags=["web"])
+    ds.delete("/calico/v1/policy/profile/web/rules")
+    ds.profile("blue", labels={"team": "blue"})
+    m6 = Matrix(ws)
+    m6.allow(src=[c, d], dst=[c, d, e])
+    m6.check("profiles: rules deleted, tags kept")
+
 
 def iptables_save(env: FelixEnv, v6: bool = False) -> str:
     return env.host.exec("ip6tables-save" if v6 else "iptables-save").stdout
@@ -131,6 +145,15 @@ def test_tiers_order_actions_and_ignored_tiers(env: FelixEnv) -> None:
     m3.allow(src=o, dst=db, ports=[TCP2, UDP1, UDP2])
     m3.check("tiers: tier metadata deleted → tier ignored")
 
+    # The metadata comes back: t2 applies again.
+    ds.tier("t2", 20)
+    m.check("tiers: tier metadata restored")
+
+    # p2 stops selecting db: web's next-tier now finds only "everyone" (icmp) in t2.
+    ds.policy("t2", "p2", "role == 'nobody'", order=1, inbound=[{"protocol": "tcp"}])
+    m.block(src=w, dst=db, ports=TCP1)
+    m.check("tiers: policy selector no longer matches")
+
 
 def test_match_keys_ports_protocols_icmp_nets_and_every_negation(env: FelixEnv) -> None:
     """Three sources probe twelve destinations whose inbound profiles (and s3's outbound
@@ -142,9 +165,10 @@ def test_match_keys_ports_protocols_icmp_nets_and_every_negation(env: FelixEnv) 
     ds, hn = env.ds, env.hostname
     SP_IN, SP_OUT = Port("udp", 5353, sport=2000), Port("udp", 5353, sport=2001)
     rules: dict[Workload, list[dict[str, object]]] = {
-        A: [{"protocol": "tcp", "dst_ports": [80, 8081]},
+        # More ports than one multiport match takes (15, a range counting 2): chunked.
+        A: [{"protocol": "tcp", "dst_ports": [*range(1000, 1015), "2000:2010", 8081]},
             {"protocol": "udp", "dst_ports": ["5354:5400"]}],
-        B: [{"protocol": "tcp", "!dst_ports": [8080]},
+        B: [{"protocol": "tcp", "!dst_ports": [*range(1000, 1015), "3000:3001", 8080]},
             {"protocol": "udp", "!dst_ports": ["5300:5353"]},
             {"protocol": "icmp", "!icmp_type": 8}, {"protocol": "icmpv6", "!icmp_type": 128}],
         # "!icmp_code" goes with "!icmp_type" and negates the (type, code) pair, as in Calico.
@@ -293,3 +317,80 @@ def test_label_changes_move_endpoints_through_selectors_by_ipsets_only(env: Feli
     # "lbl" would not do: a profile without rules gets no jump).
     ds.endpoint(hn, "la", a.endpoint(profile_ids=("srv", "open")))
     wait_until(lambda: felix_chains(env, backend) != chains, 15, what="a's chains to change")
+
+
+def test_selector_syntax_and_shared_selector_ipsets(env: FelixEnv) -> None:
+    s1, s2, s3, s4, *xs = workloads(env, "ss1", "ss2", "ss3", "ss4", "sx1", "sx2", "sx3", "sx4",
+                                    "sx5", "sx6", "sx7", "sx8")
+    ds, hn = env.ds, env.hostname
+    srcs = [s1, s2, s3, s4]
+    labels = [{"app": "web", "env": "prod"}, {"app": "db", "env": "dev"}, {"app": "cache"}, {}]
+    ds.profile("out", outbound=OUT_ALL)
+    for s, lab in zip(srcs, labels):
+        ds.endpoint(hn, s.name, s.endpoint(profile_ids=("out",), labels=lab))
+    selectors = {
+        'app in {"web", "db"}': [s1, s2],
+        'app not in {"web", "db"}': [s3, s4],           # absent label: not in
+        "has(env) && !(env == 'dev')": [s1],
+        "env != 'prod'": [s2, s3, s4],                   # absent label: !=
+        "app == 'cache' || env == \"prod\"": [s1, s3],
+        "all()": srcs,
+        "!has(app)": [s4],
+        "app in {'db','web'}": [s1, s2],                 # same as the first: one shared ipset
+    }
+    m = Matrix(srcs, dsts=xs, ports=(TCP1, UDP1, ICMP))
+    for x, (sel, allowed) in zip(xs, selectors.items()):
+        ds.profile(f"sel-{x.name}", inbound=[{"src_selector": sel}], outbound=OUT_ALL)
+        ds.endpoint(hn, x.name, x.endpoint(profile_ids=(f"sel-{x.name}",)))
+        m.allow(src=allowed, dst=x)
+    env.start_felix()
+    m.check("selectors: in, not in, has, !, &&, ||, !=, all()", timeout=30)
+    for v, ip_of in ((4, lambda w: w.ip), (6, lambda w: w.ip6)):
+        want = sorted(ip_of(w) for w in (s1, s2))
+        same = [n for n, mem in ipset_members(env).items()
+                if n.startswith(f"cali{v}") and sorted(x.split("/")[0] for x in mem) == want]
+        assert len(same) == 1, (v, same)
+
+
+def test_tiers_meet_profiles(env: FelixEnv) -> None:
+    c, ta, tb, tc, td, te, tf = workloads(env, "qc", "qa", "qb", "qcc", "qd", "qe", "qf")
+    ds, hn = env.ds, env.hostname
+    ds.profile("open", inbound=[{}], outbound=OUT_ALL)
+    ds.profile("deny8080", inbound=[{"action": "deny", "protocol": "tcp", "dst_ports": [8080]}])
+    ds.profile("denyall", inbound=[{"action": "deny"}])
+    ds.profile("logall", inbound=[{"action": "log", "log_prefix": "conf-prof"}])
+    ds.profile("open8081", inbound=[{"protocol": "tcp", "dst_ports": [8081]}])
+    ds.endpoint(hn, c.name, c.endpoint(profile_ids=("open",)))
+    ds.tier("only", 1)
+    # next-tier out of the last tier lands in the profiles, which still decide.
+    ds.policy("only", "nt", "pol == 'nt'", order=1, inbound=[
+        {"action": "next-tier", "protocol": "tcp"}, {"protocol": "udp"}])
+    ds.endpoint(hn, ta.name, ta.endpoint(profile_ids=("deny8080", "open"), labels={"pol": "nt"}))
+    # A policy's allow is final: the profile (deny all) is never consulted.
+    ds.policy("only", "al", "pol == 'allow'", order=2, inbound=[{"protocol": "tcp"}])
+    ds.endpoint(hn, tb.name, tb.endpoint(profile_ids=("denyall",), labels={"pol": "allow"}))
+    # Profiles only: log goes on; the first profile that allows decides.
+    ds.endpoint(hn, tc.name, tc.endpoint(profile_ids=("logall", "open8081")))
+    # A profile that does not exist allows nothing.
+    ds.endpoint(hn, td.name, td.endpoint(profile_ids=("no-such-profile",)))
+    # A policy without order sorts after every ordered one.
+    ds.policy("only", "p-noorder", "pol == 'ord'", inbound=[{"action": "deny"}])
+    ds.policy("only", "p-order", "pol == 'ord'", order=1000, inbound=[{"protocol": "tcp"}])
+    ds.endpoint(hn, te.name, te.endpoint(profile_ids=("open",), labels={"pol": "ord"}))
+    # Tiers of equal order go by name: same-a (deny udp, else next-tier) before same-b.
+    ds.tier("same-b", 5)
+    ds.tier("same-a", 5)
+    ds.policy("same-a", "a", "pol == 'tie'", inbound=[{"action": "deny", "protocol": "udp"},
+                                                      {"action": "next-tier"}])
+    ds.policy("same-b", "b", "pol == 'tie'", inbound=[{}])
+    ds.endpoint(hn, tf.name, tf.endpoint(profile_ids=("denyall",), labels={"pol": "tie"}))
+    env.start_felix()
+
+    m = Matrix([c], dsts=[ta, tb, tc, td, te, tf], ports=(TCP1, TCP2, UDP1, ICMP))
+    m.allow(dst=ta, ports=[TCP2, UDP1])
+    m.allow(dst=tb, ports=[TCP1, TCP2])
+    m.allow(dst=tc, ports=TCP2)
+    m.allow(dst=te, ports=[TCP1, TCP2])
+    m.allow(dst=tf, ports=[TCP1, TCP2, ICMP])
+    m.check("tiers meet profiles: next-tier to profiles, final allow, log, missing profile, "
+            "unordered policy, tier name tie-break", timeout=30)
