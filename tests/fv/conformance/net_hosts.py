@@ -88,7 +88,9 @@ class HostServers:
 class Peer(Workload):
     """A namespace on a plain veth: host end ``ifname`` (not a workload prefix) holds
     ``host_ip``/24 and ``host_ip6``/64, the peer's eth0 ``ip``/24 and ``ip6``/64. The peer only
-    has its connected routes unless ``route_via_host`` adds some."""
+    has its connected routes unless ``route_via_host`` adds some; everything else goes into a
+    veth whose other end is in the same namespace and ignores it, so a reply to an address it cannot reach is lost silently instead of failing
+    the agent's echo server with ENETUNREACH."""
 
     def __init__(self, host: HostNamespace, name: str, ip: str, ip6: str, *, ifname: str,
                  host_ip: str, host_ip6: str) -> None:
@@ -106,6 +108,15 @@ class Peer(Workload):
         w.exec("ip", "-6", "addr", "add", f"{self.ip6}/64", "dev", "eth0", "nodad")
         h.exec("ip", "link", "set", self.ifname, "up")
         w.exec("ip", "link", "set", "eth0", "up")
+        # (No dummy module here; frames to a made-up MAC are dropped by void1.)
+        w.exec("ip", "link", "add", "void0", "type", "veth", "peer", "name", "void1")
+        for dev in ("void0", "void1"):
+            w.exec("ip", "link", "set", dev, "up")
+        w.exec("ip", "addr", "add", "10.97.0.1/30", "dev", "void0")
+        for gw in ("10.97.0.2", "fe80::2"):
+            w.exec("ip", "neigh", "replace", gw, "lladdr", "02:00:00:00:00:02", "dev", "void0",
+                   "nud", "permanent")
+            w.exec("ip", "route", "add", "default", "via", gw, "dev", "void0")
         self.mac = None
 
     def route_via_host(self, cidr: str) -> None:

@@ -263,7 +263,9 @@ def connected(ws: list[Workload], among: list[Workload]) -> Matrix:
 
 
 def test_endpoint_and_interface_lifecycle(env: FelixEnv) -> None:
-    b = env.workload("lb", "10.65.0.3", "fd00:65::3")
+    # A fixed MAC: the recreated veth must match the endpoint's mac, as a CNI plugin
+    # re-creating it would ensure.
+    b = env.workload("lb", "10.65.0.3", "fd00:65::3", mac="ee:ee:ee:00:00:0b")
     e = env.workload("le", "10.65.0.5", "fd00:65::5")
     a = env.workload("la", "10.65.0.2", "fd00:65::2")   # inactive endpoint
     c = env.workload("lc", "10.65.0.4", "fd00:65::4")   # interface, no endpoint (yet)
