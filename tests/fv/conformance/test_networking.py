@@ -41,8 +41,11 @@ def open_profile(env: FelixEnv) -> None:
     env.ds.profile(OPEN, inbound=[{}], outbound=[{}])
 
 
-def add_endpoint(env: FelixEnv, w: Workload, **extra: object) -> None:
-    env.ds.endpoint(env.hostname, w.name, w.endpoint(profile_ids=(OPEN,), **extra))
+def add_endpoint(env: FelixEnv, w: Workload, **fields: object) -> None:
+    """(Re)write w's endpoint with the open profile; ``fields`` override the JSON's fields."""
+    data = w.endpoint(profile_ids=(OPEN,))
+    data.update(fields)
+    env.ds.endpoint(env.hostname, w.name, data)
 
 
 def peer(env: FelixEnv, name: str, ip: str, ip6: str, ifname: str, host_ip: str,
@@ -167,8 +170,9 @@ def test_host_endpoint_policy_and_failsafe_ports(env: FelixEnv, servers: HostSer
 
 # --- NAT outgoing --------------------------------------------------------------------------
 
-def seen_source(out: Peer, w: Workload, dst: str, port: int = 6001) -> str:
+def seen_source(out: Peer, w: Workload, dst: str | None, port: int = 6001) -> str:
     """The source address a datagram from ``w`` arrives with in ``out``."""
+    assert dst is not None
     with out.ns.entered():
         s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_DGRAM)
         s.bind((dst, port))
