@@ -17,13 +17,17 @@ from tests.fv.harness.probes import wait_until
 from tests.fv.harness.workload import Workload
 
 OUT_ALL: list[dict[str, object]] = [{}]
+# The fast suite runs on the nft backend; the legacy variants render the same rules through
+# the other iptables and are behind the slow mark.
+BACKENDS = ["nft", pytest.param("legacy", marks=pytest.mark.slow)]
 
 
 def workloads(env: FelixEnv, *names: str) -> list[Workload]:
     return [env.workload(n, f"10.66.0.{i + 2}", f"fd00:66::{i + 2}") for i, n in enumerate(names)]
 
 
-def test_profiles_tags_several_profiles_move_and_inherited_labels(env: FelixEnv) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_profiles_tags_several_profiles_move_and_inherited_labels(env: FelixEnv, backend: str) -> None:
     a, b, c, d, e = ws = workloads(env, "pa", "pb", "pc", "pd", "pe")
     ds, h = env.ds, env.hostname
     ds.profile("web", inbound=[{"src_tag": "web"}], outbound=OUT_ALL, tags=["web"])
@@ -36,7 +40,7 @@ def test_profiles_tags_several_profiles_move_and_inherited_labels(env: FelixEnv)
     ds.endpoint(h, "pc", c.endpoint(profile_ids=("open8080", "web")))
     ds.endpoint(h, "pd", d.endpoint(profile_ids=("blue",)))
     ds.endpoint(h, "pe", e.endpoint(profile_ids=("blue",), labels={"team": "red"}))
-    env.start_felix()
+    env.start_felix(config={"IptablesBackend": backend})
 
     m = Matrix(ws)
     m.allow(src=[a, b, c], dst=[a, b, c])           # tag web, any protocol
@@ -87,11 +91,12 @@ def test_profiles_tags_several_profiles_move_and_inherited_labels(env: FelixEnv)
     m6.check("profiles: rules deleted, tags kept")
 
 
-def iptables_save(env: FelixEnv, v6: bool = False) -> str:
-    return env.host.exec("ip6tables-save" if v6 else "iptables-save").stdout
+def iptables_save(env: FelixEnv, backend: str, v6: bool = False) -> str:
+    return env.host.exec(f"ip6tables-{backend}-save" if v6 else f"iptables-{backend}-save").stdout
 
 
-def test_tiers_order_actions_and_ignored_tiers(env: FelixEnv) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tiers_order_actions_and_ignored_tiers(env: FelixEnv, backend: str) -> None:
     w, x, o, db = ws = workloads(env, "tw", "tx", "to", "tdb")
     ds, h = env.ds, env.hostname
     ds.profile("open", inbound=[{}], outbound=OUT_ALL)
@@ -121,7 +126,7 @@ def test_tiers_order_actions_and_ignored_tiers(env: FelixEnv) -> None:
               outbound=[{"action": "deny"}])
     ds.policy("nometa", "deny-all", "all()", inbound=[{"action": "deny"}],
               outbound=[{"action": "deny"}])
-    env.start_felix()
+    env.start_felix(config={"IptablesBackend": backend})
 
     m = Matrix(ws)
     m.allow(src=[w, x, o], dst=[w, x, o], ports=ICMP)       # t2 "everyone"; rest dropped in t2
@@ -129,7 +134,7 @@ def test_tiers_order_actions_and_ignored_tiers(env: FelixEnv) -> None:
     m.allow(src=o, dst=db, ports=[TCP2, UDP1, UDP2])         # t1: tcp/8081 then a-second udp
     m.check("tiers: order, deny/next-tier/log/allow, end-of-tier drop, ignored tiers", timeout=30)
     for v6 in (False, True):
-        assert "conformance-log" in iptables_save(env, v6)
+        assert "conformance-log" in iptables_save(env, backend, v6)
 
     # Reorder within t1: a-second (udp allow) now precedes the deny of bad and the next-tier.
     ds.policy("t1", "a-second", "role == 'db'", order=0, inbound=[{"protocol": "udp"}])
@@ -155,7 +160,8 @@ def test_tiers_order_actions_and_ignored_tiers(env: FelixEnv) -> None:
     m.check("tiers: policy selector no longer matches")
 
 
-def test_match_keys_ports_protocols_icmp_nets_and_every_negation(env: FelixEnv) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_match_keys_ports_protocols_icmp_nets_and_every_negation(env: FelixEnv, backend: str) -> None:
     """Three sources probe twelve destinations whose inbound profiles (and s3's outbound
     profile) each exercise a few match keys; a positive and a negated form side by side, so
     a negation felix ignored or inverted shows up as a wrong cell."""
@@ -214,7 +220,7 @@ def test_match_keys_ports_protocols_icmp_nets_and_every_negation(env: FelixEnv) 
         {"protocol": "tcp", "dst_ports": [8080], "ip_version": 6, "dst_selector": "dsel == 'no'"}])
     for src, role in ((s1, "s1"), (s2, "s2"), (s3, "s3")):
         ds.endpoint(hn, src.name, src.endpoint(profile_ids=(f"src{role[1]}",), labels={"role": role}))
-    env.start_felix()
+    env.start_felix(config={"IptablesBackend": backend})
 
     dsts = [A, B, C, D, E, F, G, H, I, J, K, L]
     m = Matrix([s1, s2, s3], dsts=dsts)
@@ -267,7 +273,8 @@ def ipset_members(env: FelixEnv) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
-def test_label_changes_move_endpoints_through_selectors_by_ipsets_only(env: FelixEnv) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_label_changes_move_endpoints_through_selectors_by_ipsets_only(env: FelixEnv, backend: str) -> None:
     a, b, c, d = ws = workloads(env, "la", "lb", "lc", "ld")
     ds, hn = env.ds, env.hostname
     ds.profile("open", inbound=[{}], outbound=OUT_ALL)
@@ -279,7 +286,6 @@ def test_label_changes_move_endpoints_through_selectors_by_ipsets_only(env: Feli
     ds.endpoint(hn, "lb", b.endpoint(profile_ids=("srv",), labels={"role": "server"}))
     ds.endpoint(hn, "lc", c.endpoint(profile_ids=("open", "lbl")))
     ds.endpoint(hn, "ld", d.endpoint(profile_ids=("srv",), labels={"role": "server"}))
-    backend = "nft"
     env.start_felix(config={"IptablesBackend": backend})
 
     base = Matrix(ws).allow(src=[a, c], dst=[a, c])
@@ -319,7 +325,8 @@ def test_label_changes_move_endpoints_through_selectors_by_ipsets_only(env: Feli
     wait_until(lambda: felix_chains(env, backend) != chains, 15, what="a's chains to change")
 
 
-def test_selector_syntax_and_shared_selector_ipsets(env: FelixEnv) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_selector_syntax_and_shared_selector_ipsets(env: FelixEnv, backend: str) -> None:
     s1, s2, s3, s4, *xs = workloads(env, "ss1", "ss2", "ss3", "ss4", "sx1", "sx2", "sx3", "sx4",
                                     "sx5", "sx6", "sx7", "sx8")
     ds, hn = env.ds, env.hostname
@@ -343,7 +350,7 @@ def test_selector_syntax_and_shared_selector_ipsets(env: FelixEnv) -> None:
         ds.profile(f"sel-{x.name}", inbound=[{"src_selector": sel}], outbound=OUT_ALL)
         ds.endpoint(hn, x.name, x.endpoint(profile_ids=(f"sel-{x.name}",)))
         m.allow(src=allowed, dst=x)
-    env.start_felix()
+    env.start_felix(config={"IptablesBackend": backend})
     m.check("selectors: in, not in, has, !, &&, ||, !=, all()", timeout=30)
     for v, ip_of in ((4, lambda w: w.ip), (6, lambda w: w.ip6)):
         want = sorted(ip_of(w) for w in (s1, s2))
@@ -352,7 +359,8 @@ def test_selector_syntax_and_shared_selector_ipsets(env: FelixEnv) -> None:
         assert len(same) == 1, (v, same)
 
 
-def test_tiers_meet_profiles(env: FelixEnv) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tiers_meet_profiles(env: FelixEnv, backend: str) -> None:
     c, ta, tb, tc, td, te, tf = workloads(env, "qc", "qa", "qb", "qcc", "qd", "qe", "qf")
     ds, hn = env.ds, env.hostname
     ds.profile("open", inbound=[{}], outbound=OUT_ALL)
@@ -384,7 +392,7 @@ def test_tiers_meet_profiles(env: FelixEnv) -> None:
                                                       {"action": "next-tier"}])
     ds.policy("same-b", "b", "pol == 'tie'", inbound=[{}])
     ds.endpoint(hn, tf.name, tf.endpoint(profile_ids=("denyall",), labels={"pol": "tie"}))
-    env.start_felix()
+    env.start_felix(config={"IptablesBackend": backend})
 
     m = Matrix([c], dsts=[ta, tb, tc, td, te, tf], ports=(TCP1, TCP2, UDP1, ICMP))
     m.allow(dst=ta, ports=[TCP2, UDP1])
