@@ -85,6 +85,7 @@ class TableLike(Protocol):
     def set_hook(self, kernel_chain: str, rules: Sequence[str]) -> None: ...
     def allow_cleanup(self) -> None: ...
     def invalidate(self) -> None: ...
+    def set_blocked(self, names: frozenset[str]) -> None: ...
     @property
     def dirty(self) -> bool: ...
     def apply(self) -> _TableResult: ...
@@ -215,6 +216,7 @@ class Dataplane:
         self._known_chains: set[ChainId] = set()
         self._pending_chains: set[ChainId] = set()  # set, not yet confirmed in the kernel
         self._failed_chains: set[ChainId] = set()
+        self._blocked: dict[tuple[int, str], frozenset[str]] = {}
         self._routes_pending: set[str] = set()
         self._routes_failed: set[str] = set()
         self._status_dirty = False
@@ -434,6 +436,7 @@ class Dataplane:
             self._failed_chains -= mine - bad
             self._failed_chains |= bad & self._known_chains
 
+        self._block_failed_endpoints()
         if any_table_ok:
             # A rule that referenced a set may just have gone: retry refused destroys now.
             self._touched |= {("ipset-deletions", v) for v in self._ipsets}
@@ -476,6 +479,21 @@ class Dataplane:
                 except Exception:
                     log.exception("Apply callback failed")
         return report
+
+    def _block_failed_endpoints(self) -> None:
+        """An endpoint with a chain that failed is cut off as a whole (fail closed): its own
+        chains (those no healthy endpoint shares) are blocked, so the dispatch chains drop its
+        traffic in both directions instead of running the half that did get programmed."""
+        failed: set[ChainId] = set()
+        healthy: set[ChainId] = set()
+        for ep in self._endpoints.values():
+            (failed if ep.chains & self._failed_chains else healthy).update(ep.chains)
+        for (v, tname), table in self._tables.items():
+            names = frozenset(c[2] for c in failed - healthy if c[0] == v and c[1] == tname)
+            if names != self._blocked.get((v, tname), frozenset()):
+                self._blocked[(v, tname)] = names
+                table.set_blocked(names)
+                self._touched.add(("table", v, tname))
 
     def _settle_clean_drivers(self) -> None:
         """A driver with nothing left to do has everything it was asked for in the kernel."""

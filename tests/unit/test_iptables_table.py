@@ -274,20 +274,42 @@ def test_failure_isolated_by_bisection() -> None:
     assert res.ok and user_chains(fake) == set(names)
 
 
-def test_referrers_of_a_failed_new_chain_are_held_back() -> None:
+def test_referrers_of_a_failed_new_chain_fail_closed_instead_of_waiting() -> None:
+    # A new chain the kernel rejects must not hold back its referrers (e.g. the dispatch
+    # chains every other endpoint needs): they go ahead with a DROP in place of the jump,
+    # and get the real jump once the chain is programmed.
     fake, t, _ = make_table()
     t.set_chain("cali-bad", ["-j DROP"])
-    t.set_chain("cali-mid", ["-j cali-bad"])
+    t.set_chain("cali-mid", ["-i x -j cali-bad", "-j ACCEPT"])
     t.set_chain("cali-ok", ["-j ACCEPT"])
     t.set_hook("INPUT", ["-j cali-mid"])
     fake.fail_chains = {"cali-bad"}
     res = t.apply()
-    assert res.failed_chains == {"cali-bad", "cali-mid", "INPUT"}
-    assert user_chains(fake) == {"cali-ok"}
-    assert fake.rules("INPUT") == []
+    assert res.failed_chains == {"cali-bad"}
+    assert user_chains(fake) == {"cali-ok", "cali-mid"}
+    assert plain(fake, "cali-mid") == ["-i x -j DROP", "-j ACCEPT"]
+    assert plain(fake, "INPUT") == ["-j cali-mid"]
     fake.fail_chains = set()
     assert t.apply().ok
-    assert plain(fake, "INPUT") == ["-j cali-mid"]
+    assert plain(fake, "cali-mid") == ["-i x -j cali-bad", "-j ACCEPT"]
+    t.invalidate()
+    assert t.apply().lines_written == 0
+
+
+def test_blocked_chains_are_not_entered_until_unblocked() -> None:
+    fake, t, _ = make_table()
+    t.set_chain("cali-ep", ["-j ACCEPT"])
+    t.set_chain("cali-disp", ["-o a -g cali-ep", "-j DROP"])
+    assert t.apply().ok
+    t.set_blocked(frozenset({"cali-ep"}))
+    assert t.dirty and t.apply().ok
+    assert plain(fake, "cali-disp") == ["-o a -j DROP", "-j DROP"]
+    assert plain(fake, "cali-ep") == ["-j ACCEPT"]  # still there, just not entered
+    t.invalidate()
+    assert t.apply().lines_written == 0
+    t.set_blocked(frozenset())
+    assert t.apply().ok
+    assert plain(fake, "cali-disp") == ["-o a -g cali-ep", "-j DROP"]
 
 
 def test_referrer_of_an_existing_chain_whose_update_fails_is_programmed() -> None:

@@ -3,6 +3,12 @@
 Setters only record. apply() reads the kernel back when it is not in sync, plans a minimal
 change per dirty chain, and programs all of them in one `<restore> --noflush`. A restore that
 fails on its content is bisected so that one bad chain does not hold back the rest.
+
+Fail closed: a rule that would jump to a new chain the kernel rejected on its own, or to a chain
+the owner blocked (set_blocked: e.g. every chain of an endpoint one of whose chains failed),
+is written as a DROP instead; it is rewritten as the real jump once the target is programmed
+(or unblocked). So a rejected endpoint chain neither holds back its referrers (the dispatch
+chains every other endpoint needs) nor leaves a half-programmed endpoint open.
 """
 
 from __future__ import annotations
@@ -27,6 +33,11 @@ RESTORE_TRIES = 3
 RETRY_BACKOFF = 0.05  # seconds, doubled per try; the dataplane loop retries later anyway
 SAVE_TIMEOUT = 60.0
 _LINE_ERROR_RE = re.compile(r"\bline:? \d+")
+_CLOSED_ACTION = "-j DROP"
+
+
+def _jump_re(target: str) -> re.Pattern[str]:
+    return re.compile(r"(?:^|(?<=\s))-(?:j|g|-jump|-goto)\s+" + re.escape(target) + r"(?=\s|$)")
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,10 @@ class Table:
         self._counted = (0, 0)  # our share of stats.iptables_chains / iptables_rules
         self._written = 0  # lines written by the current apply
         self._foreign_refs: set[str] = set()
+        self._blocked: frozenset[str] = frozenset()  # owner: never enter these chains
+        self._unprogrammable: set[str] = set()  # rejected by the kernel on their own
+        self._planned: dict[str, tuple[HashedRule, ...]] = {}  # what each change writes
+        self._rewrite: set[str] = set()  # referrers of chains that just closed or reopened
 
     # ---- setters: record only -------------------------------------------------------------
 
@@ -83,6 +98,7 @@ class Table:
             self._dirty.add(name)
 
     def remove_chain(self, name: str) -> None:
+        self._unprogrammable.discard(name)
         if self._chains.pop(name, None) is not None or self._cleanup_allowed:
             self._dirty.add(name)
 
@@ -94,6 +110,34 @@ class Table:
         if self._hooks.get(kernel_chain, ()) != hashed:
             self._hooks[kernel_chain] = hashed
             self._dirty.add(kernel_chain)
+
+    def set_blocked(self, names: frozenset[str]) -> None:
+        """Chains that must not be entered even when programmed (jumps to them become DROP)."""
+        names = frozenset(names)
+        if names != self._blocked:
+            changed = names ^ self._blocked
+            self._blocked = names
+            self._dirty_referrers(changed)
+
+    @property
+    def closed_chains(self) -> frozenset[str]:
+        return self._blocked | frozenset(self._unprogrammable)
+
+    def _dirty_referrers(self, targets: set[str] | frozenset[str]) -> None:
+        for table in (self._chains, self._hooks):
+            for name, rules in table.items():
+                if any(r.target in targets for r in rules):
+                    self._dirty.add(name)
+                    self._rewrite.add(name)
+
+    def _effective(self, name: str, rules: tuple[HashedRule, ...]) -> tuple[HashedRule, ...]:
+        """`rules` with every jump to a closed chain replaced by a DROP."""
+        closed = self._blocked | self._unprogrammable
+        if not closed or not any(r.target in closed for r in rules):
+            return rules
+        texts = [_jump_re(r.target).sub(_CLOSED_ACTION, r.text)  # type: ignore[arg-type]
+                 if r.target in closed else r.text for r in rules]
+        return hash_rules(name, texts)
 
     def allow_cleanup(self) -> None:
         if not self._cleanup_allowed:
@@ -130,6 +174,14 @@ class Table:
                 if error:
                     return ApplyResult(False, self._written, frozenset(self._dirty), error)
                 self._program(self._plan(self._candidates(True)), bisect=True)
+            # Referrers of a chain that closed (or reopened) during this apply: once more,
+            # so they go ahead with a DROP (or the real jump) now rather than next time.
+            for _ in range(2):
+                if not self._rewrite & self._dirty:
+                    break
+                self._rewrite = set()
+                again = self._dirty - self._unprogrammable  # (and what waited on them)
+                self._program(self._plan(again), bisect=True)
         except _FatalError as e:
             error = str(e)
         failed = frozenset(self._dirty)  # whatever was planned and not recorded
@@ -181,6 +233,7 @@ class Table:
         if name.startswith(self._prefix):
             desired = self._chains.get(name)
             if desired is not None:
+                desired = self._planned[name] = self._effective(name, desired)
                 lines = chain_lines(name, None if kc is None else kc.hashes, desired,
                                     self._comments)
                 if kc is not None and not lines:
@@ -196,7 +249,7 @@ class Table:
             return None
         if name not in self._hooks and not self._deletable(name):
             return None
-        hooks = self._hooks.get(name, ())
+        hooks = self._planned[name] = self._effective(name, self._hooks.get(name, ()))
         lines = hook_lines(name, None if kc is None else kc.hashes, hooks, self._comments)
         if not lines:
             return None
@@ -224,8 +277,15 @@ class Table:
                 if not bisect:
                     raise
                 if len(accepted) == 1:
-                    _log.error("%s: chain %s cannot be programmed", self._name,
-                               accepted[0].name)
+                    bad = accepted[0]
+                    _log.error("%s: chain %s cannot be programmed", self._name, bad.name)
+                    # Only a new chain: an existing one keeps its previous version, which its
+                    # referrers may go on using until the update succeeds.
+                    if (bad.kind == "write" and bad.new and bad.name.startswith(self._prefix)
+                            and bad.name not in self._unprogrammable):
+                        # Fail closed, and let its referrers go ahead without it.
+                        self._unprogrammable.add(bad.name)
+                        self._dirty_referrers({bad.name})
                     return
                 mid = len(accepted) // 2
                 self._program(accepted[:mid], bisect=True)
@@ -241,12 +301,15 @@ class Table:
         if c.kind == "delete":
             self._kernel.pop(c.name, None)
         elif c.name.startswith(self._prefix):
-            rules = self._chains[c.name]
+            rules = self._planned.pop(c.name)
+            if c.name in self._unprogrammable:
+                self._unprogrammable.discard(c.name)
+                self._dirty_referrers({c.name})
             self._kernel[c.name] = KernelChain([r.hash for r in rules],
                                                [r.target for r in rules])
         else:
             old = self._kernel.get(c.name, KernelChain())
-            hooks = self._hooks.get(c.name, ())
+            hooks = self._planned.pop(c.name)
             kept = [(h, t) for h, t in zip(old.hashes, old.targets) if h is None]
             self._kernel[c.name] = KernelChain([r.hash for r in hooks] + [h for h, _ in kept],
                                                [r.target for r in hooks] + [t for _, t in kept])
