@@ -187,7 +187,7 @@ def test_tampering_repaired_within_refresh_interval(env: FelixEnv, backend: str)
 
 def test_sigkill_restart_drops_nothing_and_sweeps_endpoint_deleted_meanwhile(env: FelixEnv) -> None:
     t = start(env)
-    old_c_ip, old_c_ip6 = t.c.ip, t.c.ip6
+    old_c_ip, old_c_ip6 = t.c.ip, str(t.c.ip6)
     assert old_c_ip in routes(env) and "caliwc" in save(env, "nft")
     with ContinuousProber([Check(t.a, "tcp", t.b.ip, 8080), Check(t.b, "udp", t.a.ip, 5353),
                            Check(t.a, "icmp", t.b.ip),
@@ -295,6 +295,14 @@ def test_restore_failing_for_one_chain_isolates_that_endpoint(
         wait_for({**web, **cut_off}, timeout=20)
         wait_until(lambda: status_of(env, "wc") == "error", 20, what="wc status error")
         assert status_of(env, "wa") == "up" and status_of(env, "wb") == "up"
+        # A newer endpoint still gets programmed (the dispatch chains are not held back by
+        # the rejected chain), and c stays cut off meanwhile.
+        d = env.workload("wd", "10.65.0.6")
+        ds.endpoint(h, "wd", d.endpoint(profile_ids=("web",)))
+        wait_for({**web, **cut_off, Check(a, "tcp", d.ip, 8080): True,
+                  Check(d, "udp", b.ip, 5353): True}, timeout=20)
+        wait_until(lambda: status_of(env, "wd") == "up", 15, what="wd status up")
+        assert status_of(env, "wc") == "error"
         assert env.felix.running
         # The kernel recovers: felix's retry programs it.
         os.unlink(flag)
