@@ -278,8 +278,9 @@ def test_label_changes_move_endpoints_through_selectors_by_ipsets_only(env: Feli
     a, b, c, d = ws = workloads(env, "la", "lb", "lc", "ld")
     ds, hn = env.ds, env.hostname
     ds.profile("open", inbound=[{}], outbound=OUT_ALL)
-    # Servers accept only from access == yes and talk only to team == blue.
-    ds.profile("srv", inbound=[{"src_selector": "access == 'yes'"}],
+    # Servers accept from access == yes (and udp from tag vip) and talk only to team == blue.
+    ds.profile("srv", inbound=[{"src_selector": "access == 'yes'"},
+                               {"src_tag": "vip", "protocol": "udp"}],
                outbound=[{"dst_selector": "team == 'blue'"}])
     ds.profile("lbl", labels={"team": "red"})
     ds.endpoint(hn, "la", a.endpoint(profile_ids=("open",)))
@@ -319,6 +320,11 @@ def test_label_changes_move_endpoints_through_selectors_by_ipsets_only(env: Feli
     unchanged_chains("labels reverted")
     assert ipset_members(env) == sets
 
+    # A profile gains a tag: c (via lbl) joins the servers' src_tag, for udp.
+    ds.profile("lbl", tags=["vip"])
+    base.copy().allow(src=c, dst=[b, d], ports=[UDP1, UDP2]).check("labels: profile gains a tag")
+    unchanged_chains("tag added")
+
     # Control: the comparison does see a change that is not ipset-only (a's profile list;
     # "lbl" would not do: a profile without rules gets no jump).
     ds.endpoint(hn, "la", a.endpoint(profile_ids=("srv", "open")))
@@ -328,10 +334,10 @@ def test_label_changes_move_endpoints_through_selectors_by_ipsets_only(env: Feli
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_selector_syntax_and_shared_selector_ipsets(env: FelixEnv, backend: str) -> None:
     s1, s2, s3, s4, *xs = workloads(env, "ss1", "ss2", "ss3", "ss4", "sx1", "sx2", "sx3", "sx4",
-                                    "sx5", "sx6", "sx7", "sx8")
+                                    "sx5", "sx6", "sx7", "sx8", "sx9", "sx10")
     ds, hn = env.ds, env.hostname
     srcs = [s1, s2, s3, s4]
-    labels = [{"app": "web", "env": "prod"}, {"app": "db", "env": "dev"}, {"app": "cache"}, {}]
+    labels = [{"app": "web", "env": "prod", "projectcalico.org/ns": "a-b"}, {"app": "db", "env": "dev"}, {"app": "cache"}, {}]
     ds.profile("out", outbound=OUT_ALL)
     for s, lab in zip(srcs, labels):
         ds.endpoint(hn, s.name, s.endpoint(profile_ids=("out",), labels=lab))
@@ -344,14 +350,18 @@ def test_selector_syntax_and_shared_selector_ipsets(env: FelixEnv, backend: str)
         "all()": srcs,
         "!has(app)": [s4],
         "app in {'db','web'}": [s1, s2],                 # same as the first: one shared ipset
+        "projectcalico.org/ns == 'a-b'": [s1],           # label names with '.', '/'
+        "": srcs,                                        # empty: everything
     }
     m = Matrix(srcs, dsts=xs, ports=(TCP1, UDP1, ICMP))
+    assert len(xs) == len(selectors)
     for x, (sel, allowed) in zip(xs, selectors.items()):
         ds.profile(f"sel-{x.name}", inbound=[{"src_selector": sel}], outbound=OUT_ALL)
         ds.endpoint(hn, x.name, x.endpoint(profile_ids=(f"sel-{x.name}",)))
         m.allow(src=allowed, dst=x)
     env.start_felix(config={"IptablesBackend": backend})
-    m.check("selectors: in, not in, has, !, &&, ||, !=, all()", timeout=30)
+    m.check("selectors: in, not in, has, !, &&, ||, !=, all(), '', dotted/slashed names",
+            timeout=30)
     for v, ip_of in ((4, lambda w: w.ip), (6, lambda w: w.ip6)):
         want = sorted(ip_of(w) for w in (s1, s2))
         same = [n for n, mem in ipset_members(env).items()
