@@ -26,6 +26,7 @@ from felix.metrics import Metrics
 from felix.status.reporter import StatusReporter
 
 if TYPE_CHECKING:
+    from felix.dataplane.interfaces import InterfaceEvent
     from felix.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,10 @@ class Agent:
 
     def on_status(self, status: SyncStatus) -> None:
         self._updates.put(("status", status, time.monotonic()))
+
+    # --- host interface monitor callback (its greenlet: only enqueue)
+    def on_host_interface(self, event: InterfaceEvent) -> None:
+        self._updates.put(("iface", event, time.monotonic()))
 
     # --- process control
     def request_exit(self, status: int) -> None:
@@ -189,6 +194,10 @@ class Agent:
                 if kind == "status":
                     self._on_sync_status(payload, buffered)
                     buffered = []
+                    continue
+                if kind == "iface":
+                    if self.pipeline is not None:
+                        self.pipeline.on_host_interface(payload)
                     continue
                 for path, value in payload:
                     if self._is_config(path, value):

@@ -13,7 +13,7 @@ import gevent
 
 from felix.calc.graph import CalcGraph
 from felix.config import Config
-from felix.dataplane.interfaces import InterfaceMonitor
+from felix.dataplane.interfaces import InterfaceEvent, InterfaceMonitor
 from felix.dataplane.ipsets import IpsetManager
 from felix.dataplane.iptables.backend import commands_for, detect_backend
 from felix.dataplane.iptables.table import Table
@@ -94,6 +94,8 @@ class Pipeline:
             refresh_interval=float(config.IptablesRefreshInterval))
         self.monitor = InterfaceMonitor(self.dataplane.on_interface_event,
                                         tuple(config.InterfacePrefix))
+        # Every interface's addresses, for host endpoints given by address instead of name.
+        self.host_monitor = InterfaceMonitor(self._on_any_interface_event, ())
         # endpoint key → monotonic time of the etcd event not yet programmed
         self._pending_since: dict[object, float] = {}
         self._changed: set[object] = set()  # endpoints changed since the last flush
@@ -108,6 +110,15 @@ class Pipeline:
     def start(self, spawn: Callable[..., gevent.Greenlet]) -> None:
         spawn("dataplane", self.dataplane.run)
         spawn("interface-monitor", lambda: self.monitor.start().join())
+        spawn("host-interface-monitor", lambda: self.host_monitor.start().join())
+
+    def _on_any_interface_event(self, event: InterfaceEvent) -> None:
+        # Runs in the monitor's greenlet: hand over to the agent's loop, which owns the calc.
+        if not event.ifname.startswith(tuple(self.config.InterfacePrefix)):
+            self.agent.on_host_interface(event)
+
+    def on_host_interface(self, event: InterfaceEvent) -> None:
+        self.calc.on_interface_addrs(event.ifname, event.addrs if event.present else None)
 
     def _is_local_endpoint(self, key: object) -> bool:
         return isinstance(key, (WorkloadEndpointKey, HostEndpointKey)) and key.hostname == self.hostname

@@ -51,12 +51,6 @@ def _rule_selectors(rules: tuple[Rule, ...]) -> dict[str, Selector]:
     return out
 
 
-def _iface(ep: Endpoint) -> Iface | None:
-    if isinstance(ep, WorkloadEndpoint):
-        return ("wl", ep.name)
-    return ("host", ep.name) if ep.name is not None else None
-
-
 class CalcGraph:
     def __init__(self, settings: RuleSettings) -> None:
         self._settings = settings
@@ -78,6 +72,11 @@ class CalcGraph:
         self._ep_policies: dict[EndpointKey, set[PolicyKey]] = {}
         self._profile_users: dict[str, set[EndpointKey]] = {}  # local endpoints only
         self._iface_eps: dict[Iface, set[EndpointKey]] = {}
+        self._ep_iface: dict[EndpointKey, Iface] = {}  # local endpoints with an interface
+        # Addresses of host interfaces (from the dataplane's interface monitor): a host
+        # endpoint without a name applies to the interface holding one of its addresses.
+        self._iface_addrs: dict[str, frozenset[str]] = {}
+        self._unnamed_heps: set[EndpointKey] = set()  # local ones
 
         self._ipsets = IpsetCalculator(self._versions)
         self._chains = ChainStore()
@@ -136,25 +135,59 @@ class CalcGraph:
     def on_in_sync(self) -> None:
         self._in_sync_pending = True
 
+    def on_interface_addrs(self, ifname: str, addrs: frozenset[str] | None) -> None:
+        """A host interface's current addresses; None or empty when it is gone."""
+        if addrs:
+            self._iface_addrs[ifname] = frozenset(addrs)
+        elif self._iface_addrs.pop(ifname, None) is None:
+            return
+        for key in sorted(self._unnamed_heps, key=repr):
+            ep = self._endpoints[key]
+            if self._resolve(ep) != self._ep_iface.get(key):
+                self._on_endpoint(key, ep, reresolve=True)
+
+    def _resolve(self, ep: Endpoint) -> Iface | None:
+        if isinstance(ep, WorkloadEndpoint):
+            return ("wl", ep.name)
+        if ep.name is not None:
+            return ("host", ep.name)
+        wanted = set(ep.expected_ipv4_addrs) | set(ep.expected_ipv6_addrs)
+        # The first by name, so the result does not depend on the order addresses appeared.
+        for ifname in sorted(self._iface_addrs):
+            if self._iface_addrs[ifname] & wanted:
+                return ("host", ifname)
+        return None
+
+
     def _is_local(self, key: EndpointKey) -> bool:
         return key.hostname == self._settings.hostname
 
-    def _on_endpoint(self, key: EndpointKey, ep: Endpoint | None) -> None:
+    def _on_endpoint(self, key: EndpointKey, ep: Endpoint | None,
+                     reresolve: bool = False) -> None:
+        """``reresolve``: same data, but its interface may have changed."""
         old = self._endpoints.get(key)
-        if old == ep:
+        if old == ep and not reresolve:
             return
         if ep is None:
             del self._endpoints[key]
             self._ipsets.remove_endpoint(key)
-        else:
+        elif not reresolve:
             self._endpoints[key] = ep
             ips = {v: endpoint_members(ep, v) for v in self._versions}
             self._ipsets.update_endpoint(key, ep.labels, ep.profile_ids, ips)
         if not self._is_local(key):
             return
+        if isinstance(ep, HostEndpoint) and ep.name is None:
+            self._unnamed_heps.add(key)
+        else:
+            self._unnamed_heps.discard(key)
         self._dirty_eps.add(key)
-        old_iface = _iface(old) if old is not None else None
-        new_iface = _iface(ep) if ep is not None else None
+        old_iface = self._ep_iface.get(key)
+        new_iface = self._resolve(ep) if ep is not None else None
+        if new_iface is None:
+            self._ep_iface.pop(key, None)
+        else:
+            self._ep_iface[key] = new_iface
         if old_iface != new_iface:
             self._dispatch_dirty = True
             if old_iface is not None:
@@ -241,8 +274,7 @@ class CalcGraph:
         self._update_policies()
         self._update_profiles()
         for key in self._dirty_eps:
-            ep = self._endpoints.get(key)
-            iface = _iface(ep) if ep is not None else None
+            iface = self._ep_iface.get(key)
             if iface is not None:
                 self._dirty_ifaces.add(iface)
         ep_msgs: list[Message] = []
@@ -384,7 +416,7 @@ class CalcGraph:
                 del self._emitted_eps[key]
                 removals.append(EndpointRemoved(key))
             return
-        iface = _iface(ep)
+        iface = self._ep_iface.get(key)
         chains: frozenset[ChainKey] = frozenset()
         active = not (isinstance(ep, WorkloadEndpoint) and ep.state != "active")
         if iface is not None:
