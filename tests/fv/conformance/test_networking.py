@@ -168,6 +168,31 @@ def test_host_endpoint_policy_and_failsafe_ports(env: FelixEnv, servers: HostSer
              expect(True, *inn.values(), out_ok, out_fs, out_udp))
 
 
+def test_host_endpoint_resolved_by_expected_address(env: FelixEnv, servers: HostServers) -> None:
+    """A host endpoint without ``name`` applies to the interface holding one of its expected
+    addresses, including one that only gets the address later."""
+    for port in (7001, 7003):
+        servers.tcp(port)
+    client = peer(env, "client", "10.99.0.2", "fd99:1::2", "fvhe0", "10.99.0.1", "fd99:1::1")
+    env.ds.profile("hep", inbound=[{"protocol": "tcp", "dst_ports": [7001]}], outbound=[{}])
+    env.ds.host_endpoint(env.hostname, "byaddr", {"expected_ipv4_addrs": ["10.99.0.1"],
+                                                  "profile_ids": ["hep"]})
+    env.start_felix()
+    here = [client.host_ip, client.host_ip6]
+    ok, denied = (flows(client, here, [("tcp", p)]) for p in (7001, 7003))
+    converge("host endpoint by address: policy on the interface holding it", {
+        **expect(True, ok), **expect(False, denied)}, timeout=30)
+    env.ds.host_endpoint(env.hostname, "byaddr", {"expected_ipv6_addrs": ["fd99:1::5"],
+                                                  "profile_ids": ["hep"]})
+    converge("host endpoint by address: no interface holds it, host unpoliced",
+             expect(True, ok, denied))
+    env.host.exec("ip", "-6", "addr", "add", "fd99:1::5/64", "dev", "fvhe0", "nodad")
+    converge("host endpoint by address: the address appears on an interface", {
+        **expect(True, ok), **expect(False, denied)})
+    env.host.exec("ip", "-6", "addr", "del", "fd99:1::5/64", "dev", "fvhe0")
+    converge("host endpoint by address: the address goes away", expect(True, ok, denied))
+
+
 # --- NAT outgoing --------------------------------------------------------------------------
 
 def seen_source(out: Peer, w: Workload, dst: str | None, port: int = 6001) -> str:
