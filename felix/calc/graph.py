@@ -95,6 +95,8 @@ class CalcGraph:
         self._emitted_routes: dict[tuple[int, str], RoutesSet] = {}
         self._emitted_eps: dict[EndpointKey, EndpointSet] = {}
         self._active_policies: set[PolicyKey] = set()
+        # The policy/profile object each rule owner's chains were last rendered from.
+        self._rendered: dict[Hashable, object] = {}
 
     # --- input --------------------------------------------------------------------------
 
@@ -157,7 +159,6 @@ class CalcGraph:
             if self._iface_addrs[ifname] & wanted:
                 return ("host", ifname)
         return None
-
 
     def _is_local(self, key: EndpointKey) -> bool:
         return key.hostname == self._settings.hostname
@@ -314,8 +315,12 @@ class CalcGraph:
             if active:
                 assert policy is not None
                 self._active_policies.add(key)
-                self._set_rule_owner(owner, policy.inbound + policy.outbound,
-                                     lambda r: r.policy_chains(policy))
+                # Most dirty marks are membership changes (an endpoint matched or unmatched):
+                # the chains only depend on the policy itself, so don't re-render them.
+                if self._rendered.get(owner) != policy:
+                    self._set_rule_owner(owner, policy.inbound + policy.outbound,
+                                         lambda r: r.policy_chains(policy))
+                    self._rendered[owner] = policy
             else:
                 self._active_policies.discard(key)
                 self._clear_owner(owner)
@@ -326,8 +331,10 @@ class CalcGraph:
             profile = self._profile_rules.get(pid)
             owner = ("profile", pid)
             if profile is not None and self._profile_users.get(pid):
-                self._set_rule_owner(owner, profile.inbound + profile.outbound,
-                                     lambda r: r.profile_chains(profile))
+                if self._rendered.get(owner) != profile:  # as for policies
+                    self._set_rule_owner(owner, profile.inbound + profile.outbound,
+                                         lambda r: r.profile_chains(profile))
+                    self._rendered[owner] = profile
             else:
                 self._clear_owner(owner)
         self._dirty_profiles.clear()
@@ -345,6 +352,7 @@ class CalcGraph:
         self._chains.set_owner(owner, chains)
 
     def _clear_owner(self, owner: Hashable) -> None:
+        self._rendered.pop(owner, None)
         self._ipsets.set_owner_refs(owner, frozenset(), {})
         self._chains.set_owner(owner, {})
 
