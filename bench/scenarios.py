@@ -33,7 +33,7 @@ class Scale:
 
 
 QUICK = Scale(local=200, remote=2000, policies=200, big_tag=10_000, idle_secs=20,
-              churn_secs=3, churn_rates=(10, 50, 100, 200), sweep_rules=(1000, 10_000),
+              churn_secs=2, churn_rates=(10, 50, 100, 200), sweep_rules=(1000, 10_000),
               sweep_backends=("legacy",))
 FULL = Scale(local=1000, remote=10_000, policies=200, big_tag=100_000, idle_secs=60,
              churn_secs=10, churn_rates=(10, 50, 100, 200),
@@ -62,6 +62,17 @@ class Ctx:
 
     def wait_programmed(self, names: set[str], timeout: float, poll: float = 0.02) -> float:
         return ob.wait_until(lambda: names <= ob.programmed_ifaces(self.backend), timeout, poll)
+
+    def wait_cpu_idle(self, below: float = 0.05, window: float = 1.0, timeout: float = 120) -> float:
+        """Until felix used < `below` of a core over `window` s (caught up with its input)."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            a = ob.ProcSample.of(self.env.felix_pid)
+            time.sleep(window)
+            b = ob.ProcSample.of(self.env.felix_pid)
+            if (b.cpu - a.cpu) / window < below:
+                break
+        return time.monotonic() - t0
 
     def wait_quiet(self, settle: float = 0.5, timeout: float = 30) -> None:
         """Until felix has written nothing to the kernel for `settle` seconds."""
@@ -315,7 +326,12 @@ def b3_churn(c: Ctx) -> None:
             delay = target - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            if k % 2 == 0 or not added:
+            with w.lock:
+                # delete only endpoints whose add was seen programmed, so each delete is a
+                # real removal from the kernel (an add then delete of the same endpoint
+                # within one batch would be a no-op, measured as "instant")
+                ripe = [a for a in added if a not in w.pending]
+            if k % 2 == 0 or not ripe:
                 n = names[nxt % len(names)]
                 nxt += 1
                 t = time.monotonic()
@@ -323,7 +339,8 @@ def b3_churn(c: Ctx) -> None:
                 c.env.write_endpoint(n, pool[n])
                 added.append(n)
             else:
-                n = added.pop(0)
+                n = ripe[0]
+                added.remove(n)
                 t = time.monotonic()
                 w.expect(n, "del", t)
                 c.env.delete_endpoint(n)
@@ -365,15 +382,19 @@ def b3_churn(c: Ctx) -> None:
                                  "latencies": lats, "route_latencies": route_lats}
         r.note(f"B3 {rate}/s: achieved {n_ops / write_secs:.0f} ops/s; a filter-table read took "
                f"{1000 * sum(w.polls) / max(1, len(w.polls)):.0f} ms (upper-bound slack)")
+        settle = c.wait_cpu_idle()
+        r.add("B3", f"churn {rate}/s felix busy after the last op confirmed", settle, "s")
         for n in added:
             c.env.delete_endpoint(n)
         ob.wait_until(lambda: not (set(added) & ob.routed_ifaces()), 60, 0.05)
         c.wait_quiet()
+        c.wait_cpu_idle()
 
 
 def b8_idle(c: Ctx) -> None:
     r = c.report
     c.wait_quiet()
+    r.extra["B8_catch_up_secs"] = c.wait_cpu_idle()
     pid = c.env.felix_pid
     a = ob.ProcSample.of(pid)
     with profile.sampled(pid, "B8"):
