@@ -123,6 +123,7 @@ class StatusReporter:
                         self.client.delete(path)
                     except etcd.EtcdKeyNotFound:
                         pass
+                    self._remove_empty_parents(path)
                     self._written.pop(key, None)
                 else:
                     self.client.write(path, json.dumps({"status": status}))
@@ -161,9 +162,26 @@ class StatusReporter:
                     pass
                 except Exception:
                     return False
+                self._remove_empty_parents(path)
         if removed:
             log.info("Removed %d stale endpoint status keys", removed)
         return True
+
+    def _remove_empty_parents(self, path: str) -> None:
+        """An endpoint's status key sits in per-workload directories; remove those it leaves
+        empty, so the status tree lists only endpoints that exist (etcd refuses to delete a
+        non-empty directory, which ends the walk)."""
+        stop = f"{FELIX_STATUS_ROOT}/host/{self.hostname}"
+        parent = path.rsplit("/", 1)[0]
+        while parent.startswith(stop + "/") and parent.count("/") > stop.count("/") + 1:
+            try:
+                self.client.delete(parent, dir=True)
+            except (etcd.EtcdDirNotEmpty, etcd.EtcdKeyNotFound):
+                return
+            except Exception as e:  # best effort: the key itself is gone already
+                log.debug("Could not remove empty status directory %s: %r", parent, e)
+                return
+            parent = parent.rsplit("/", 1)[0]
 
 
 def _status_path(key: object) -> str:

@@ -79,6 +79,14 @@ def status_of(env: FelixEnv, key: Any) -> str | None:
     return None if raw is None else str(json.loads(raw)["status"])
 
 
+def exists(env: FelixEnv, path: str) -> bool:
+    try:
+        env.ds.client.read(path)
+        return True
+    except etcd.EtcdKeyNotFound:
+        return False
+
+
 def test_status_keys_endpoint_status_stale_sweep_and_no_resyncs(env: FelixEnv) -> None:
     ds, host = env.ds, env.hostname
     # A stale key from before this felix: its endpoint does not exist.
@@ -126,6 +134,8 @@ def test_status_keys_endpoint_status_stale_sweep_and_no_resyncs(env: FelixEnv) -
                what=f"endpoint statuses {expected}")
     # The stale key goes after StartupCleanupDelay (2 s); ours stay.
     wait_until(lambda: ds.get(ghost) is None, 15, what="stale status key swept")
+    wl_dir = f"{STATUS_ROOT}/{host}/workload/k8s"
+    assert not exists(env, f"{wl_dir}/ghost"), "empty directories of the stale key left behind"
     assert all(status_of(env, k) == v for k, v in expected.items())
 
     # Many status writes (liveness every second, endpoint flaps) cause no resync.
@@ -149,6 +159,8 @@ def test_status_keys_endpoint_status_stale_sweep_and_no_resyncs(env: FelixEnv) -
     wait_until(lambda: status_of(env, ka) is None and status_of(env, kd) is None, 15,
                what="status keys of deleted endpoints removed")
     assert status_of(env, kc) == "down"
+    assert not exists(env, f"{wl_dir}/sa") and not exists(env, f"{wl_dir}/sd")
+    assert exists(env, f"{wl_dir}/sc/endpoint/eth0")
     assert "Traceback" not in felix.output()
 
 
