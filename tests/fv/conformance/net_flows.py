@@ -28,17 +28,20 @@ _POOL = ThreadPoolExecutor(max_workers=12, thread_name_prefix="net-flow")
 @dataclass(frozen=True)
 class Flow:
     """One probe: ``src`` (a Workload, or HOST = the test's host namespace) to ``dst``:``port``
-    over ``proto``; ``from_ip`` sends from another source address (anti-spoofing)."""
+    over ``proto``; ``from_ip`` sends from another source address (anti-spoofing), ``sport``
+    from a fixed source port (UDP: DHCP)."""
 
     src: Workload | str
     proto: str
     dst: str
     port: int = 0
     from_ip: str | None = None
+    sport: int | None = None
 
     def describe(self) -> str:
         src = self.src.name if isinstance(self.src, Workload) else self.src
         via = f" (from {self.from_ip})" if self.from_ip else ""
+        via += f" (sport {self.sport})" if self.sport else ""
         port = f":{self.port}" if self.proto != "icmp" else ""
         return f"{src}{via} -> {self.dst}{port} {self.proto}"
 
@@ -50,11 +53,12 @@ class Flow:
             return self.src.ns.exec("ping", "-6", "-n", "-q", "-c", "1", "-W", "1",
                                     "-I", self.from_ip, self.dst, check=False).returncode == 0
         if isinstance(self.src, Workload):
-            return self.src.probe(self.proto, self.dst, self.port, timeout, src=self.from_ip).ok
+            return self.src.probe(self.proto, self.dst, self.port, timeout, src=self.from_ip,
+                                  sport=self.sport).ok
         if self.proto == "tcp":
-            return wlagent.probe_tcp(self.dst, self.port, timeout, self.from_ip, None)[0]
+            return wlagent.probe_tcp(self.dst, self.port, timeout, self.from_ip, self.sport)[0]
         if self.proto == "udp":
-            return wlagent.probe_udp(self.dst, self.port, timeout, self.from_ip, None)[0]
+            return wlagent.probe_udp(self.dst, self.port, timeout, self.from_ip, self.sport)[0]
         return wlagent.probe_icmp(self.dst, timeout, self.from_ip)[0]
 
 

@@ -17,7 +17,7 @@ import pytest
 from felix.model import keys
 from tests.fv.conformance.matrix import ICMP as M_ICMP
 from tests.fv.conformance.matrix import TCP1, UDP1, Matrix
-from tests.fv.conformance.net_flows import HOST, TCP, UDP, converge, expect, flows
+from tests.fv.conformance.net_flows import HOST, TCP, UDP, Flow, converge, expect, flows
 from tests.fv.conformance.net_hosts import HostServers, Peer
 from tests.fv.conftest import FelixEnv
 from tests.fv.harness.probes import wait_until
@@ -26,6 +26,9 @@ from tests.fv.harness.workload import Workload
 # The test host namespace's own addresses (tests/fv/harness/netns.py: HostNamespace).
 HOST_IP, HOST_IP6 = "198.18.255.1", "fd99:ffff::1"
 OPEN = "open"
+# Fast runs use one backend per test; `make test-all` runs the other too.
+OTHER_BACKEND_SLOW = pytest.mark.parametrize(
+    "backend", ["nft", pytest.param("legacy", marks=pytest.mark.slow)])
 
 
 @pytest.fixture
@@ -82,7 +85,8 @@ def felix_routes(env: FelixEnv) -> str:
 
 # --- anti-spoofing -------------------------------------------------------------------------
 
-def test_anti_spoofing_source_ip_and_mac(env: FelixEnv) -> None:
+@OTHER_BACKEND_SLOW
+def test_anti_spoofing_source_ip_and_mac(env: FelixEnv, backend: str) -> None:
     a = env.workload("sa", "10.65.0.2", "fd00:65::2")
     b = env.workload("sb", "10.65.0.3", "fd00:65::3")
     spoof, spoof6 = "10.65.0.99", "fd00:65::99"
@@ -95,7 +99,7 @@ def test_anti_spoofing_source_ip_and_mac(env: FelixEnv) -> None:
     open_profile(env)
     add_endpoint(env, a)  # carries a's real MAC
     add_endpoint(env, b)
-    env.start_felix()
+    env.start_felix(config={"IptablesBackend": backend})
     own = flows(a, [b.ip, b.ip6], from_ips=[a.ip, a.ip6])
     spoofed = flows(a, [b.ip, b.ip6], from_ips=[spoof, spoof6])
     converge("anti-spoof: foreign source IP dropped, own IP + right MAC pass",
@@ -114,24 +118,30 @@ def test_anti_spoofing_source_ip_and_mac(env: FelixEnv) -> None:
 
 # --- workload → host -----------------------------------------------------------------------
 
+@pytest.mark.parametrize("backend", ["legacy", pytest.param("nft", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("action", ["DROP", "RETURN", "ACCEPT"])
-def test_workload_to_host_default_action(env: FelixEnv, servers: HostServers, action: str) -> None:
+def test_workload_to_host_default_action(env: FelixEnv, servers: HostServers, action: str,
+                                         backend: str) -> None:
     for port in (7001, 7002, 7003):
         servers.tcp(port)
-    servers.udp(53)
+    for port in (53, 67, 547):
+        servers.udp(port)
     # The host's own INPUT rules, behind felix's jump: RETURN must fall through to them.
-    for tool in ("iptables-legacy", "ip6tables-legacy"):
+    for tool in (f"iptables-{backend}", f"ip6tables-{backend}"):
         env.host.exec(tool, "-A", "INPUT", "-p", "tcp", "--dport", "7002", "-j", "DROP")
     a = env.workload("ha", "10.65.0.2", "fd00:65::2")
     # The endpoint's outbound policy comes first; DNS to the host is allowed regardless.
     env.ds.profile("wl", inbound=[{}], outbound=[
         {"action": "deny", "protocol": "tcp", "dst_ports": [7003]},
-        {"action": "deny", "protocol": "udp", "dst_ports": [53]}, {}])
+        {"action": "deny", "protocol": "udp", "dst_ports": [53, 67, 547]}, {}])
     env.ds.endpoint(env.hostname, "ha", a.endpoint(profile_ids=("wl",)))
-    env.start_felix(config={"DefaultEndpointToHostAction": action, "IptablesBackend": "legacy"})
+    env.start_felix(config={"DefaultEndpointToHostAction": action, "IptablesBackend": backend})
     host = [HOST_IP, HOST_IP6]
-    converge(f"workload->host {action}: 7001 {action != 'DROP'}, host-dropped 7002 "
-             f"{action == 'ACCEPT'}, policy-denied 7003 False, DNS True", {
+    # DHCP by its ports (a real client broadcasts from 0.0.0.0, which the probe can't).
+    dhcp = [Flow(a, "udp", HOST_IP, 67, sport=68), Flow(a, "udp", HOST_IP6, 547, sport=546)]
+    converge(f"workload->host {action} ({backend}): 7001 {action != 'DROP'}, host-dropped 7002 "
+             f"{action == 'ACCEPT'}, policy-denied 7003 False, DNS+DHCP True", {
+                 **expect(True, dhcp),
                  **expect(action != "DROP", flows(a, host, [("tcp", 7001)])),
                  **expect(action == "ACCEPT", flows(a, host, [("tcp", 7002)])),
                  **expect(False, flows(a, host, [("tcp", 7003)])),
@@ -140,11 +150,12 @@ def test_workload_to_host_default_action(env: FelixEnv, servers: HostServers, ac
 
 # --- host endpoints ------------------------------------------------------------------------
 
-def test_host_endpoint_policy_and_failsafe_ports(env: FelixEnv, servers: HostServers) -> None:
+@OTHER_BACKEND_SLOW
+def test_host_endpoint_policy_and_failsafe_ports(env: FelixEnv, servers: HostServers, backend: str) -> None:
     for port in (7001, 7003, 7022):
         servers.tcp(port)
     client = peer(env, "client", "10.99.0.2", "fd99:1::2", "fvhe0", "10.99.0.1", "fd99:1::1")
-    env.start_felix(config={"FailsafeInboundHostPorts": "7022",
+    env.start_felix(config={"IptablesBackend": backend, "FailsafeInboundHostPorts": "7022",
                             "FailsafeOutboundHostPorts": "8081"})
     here = [client.host_ip, client.host_ip6]
     there = [client.ip, client.ip6]
@@ -209,7 +220,8 @@ def seen_source(out: Peer, w: Workload, dst: str | None, port: int = 6001) -> st
         s.close()
 
 
-def test_nat_outgoing_from_masquerade_pool_only(env: FelixEnv) -> None:
+@OTHER_BACKEND_SLOW
+def test_nat_outgoing_from_masquerade_pool_only(env: FelixEnv, backend: str) -> None:
     out = outside(env)
     for cidr, masq in (("10.65.0.0/16", True), ("fd00:65::/64", True),
                        ("10.66.0.0/16", False), ("fd00:66::/64", False)):
@@ -219,7 +231,7 @@ def test_nat_outgoing_from_masquerade_pool_only(env: FelixEnv) -> None:
     open_profile(env)
     add_endpoint(env, a)
     add_endpoint(env, b)
-    env.start_felix()
+    env.start_felix(config={"IptablesBackend": backend})
     to_out = {w: flows(w, [out.ip, out.ip6]) for w in (a, b)}
     between = flows(a, [b.ip, b.ip6]) + flows(b, [a.ip, a.ip6])
     # The outside has no route to either pool: only masquerading makes replies come back.
@@ -259,7 +271,8 @@ def test_metadata_dnat(env: FelixEnv, servers: HostServers, addr: str) -> None:
 
 # --- floating IPs --------------------------------------------------------------------------
 
-def test_floating_ip_reaches_the_workload(env: FelixEnv) -> None:
+@OTHER_BACKEND_SLOW
+def test_floating_ip_reaches_the_workload(env: FelixEnv, backend: str) -> None:
     ext, ext6 = "172.18.0.9", "fd00:172::9"
     out = outside(env)
     out.route_via_host(f"{ext}/32")
@@ -271,7 +284,7 @@ def test_floating_ip_reaches_the_workload(env: FelixEnv) -> None:
     open_profile(env)
     add_endpoint(env, a)
     add_endpoint(env, b)
-    env.start_felix()
+    env.start_felix(config={"IptablesBackend": backend})
     # From another workload, the outside, the host itself, and a itself (hairpin).
     to_ext = [f for src in (b, out, HOST, a) for f in flows(src, [ext, ext6])]
     direct = flows(b, [a.ip, a.ip6])
@@ -291,7 +304,8 @@ def connected(ws: list[Workload], among: list[Workload]) -> Matrix:
     return Matrix(ws, ports=(TCP1, UDP1, M_ICMP)).allow(src=among, dst=among)
 
 
-def test_endpoint_and_interface_lifecycle(env: FelixEnv) -> None:
+@OTHER_BACKEND_SLOW
+def test_endpoint_and_interface_lifecycle(env: FelixEnv, backend: str) -> None:
     # A fixed MAC: the recreated veth must match the endpoint's mac, as a CNI plugin
     # re-creating it would ensure.
     b = env.workload("lb", "10.65.0.3", "fd00:65::3", mac="ee:ee:ee:00:00:0b")
@@ -305,7 +319,7 @@ def test_endpoint_and_interface_lifecycle(env: FelixEnv) -> None:
     for w in (b, e, d):
         add_endpoint(env, w)
     add_endpoint(env, a, state="inactive")
-    env.start_felix()
+    env.start_felix(config={"IptablesBackend": backend})
     ws = [a, b, c, d, e]
     connected(ws, [b, e]).check(
         "lifecycle: inactive endpoint, cali* without endpoint, key without interface: cut off",
