@@ -88,6 +88,11 @@ def _icmp(rule: Rule, ip_version: int, type_: int, code: int | None, negate: boo
     return f"-m icmp6 {bang}--icmpv6-type {val}"
 
 
+def _not_range(flag: str, net: str) -> str:
+    n = ipaddress.ip_network(net, strict=False)
+    return f"-m iprange ! {flag} {n.network_address}-{n.broadcast_address}"
+
+
 def render_matches(rule: Rule, ip_version: int) -> list[str]:
     """The rule's match fragments for ``ip_version`` (one per iptables rule it needs, each
     empty or ending in a space), or [] when the rule does not apply to that family."""
@@ -103,10 +108,14 @@ def render_matches(rule: Rule, ip_version: int) -> list[str]:
         parts.append(f"-p {_proto_arg(rule.protocol, v)}")
     elif rule.not_protocol is not None:
         parts.append(f"! -p {_proto_arg(rule.not_protocol, v)}")
-    for flag, net, neg in (("-s", rule.src_net, False), ("-s", rule.not_src_net, True),
-                           ("-d", rule.dst_net, False), ("-d", rule.not_dst_net, True)):
+    for flag, range_flag, net, not_net in (("-s", "--src-range", rule.src_net, rule.not_src_net),
+                                           ("-d", "--dst-range", rule.dst_net, rule.not_dst_net)):
         if net is not None:
-            parts.append(f"{'! ' if neg else ''}{flag} {net}")
+            parts.append(f"{flag} {net}")
+        if not_net is not None:
+            # iptables takes one -s (and one -d) per rule: with a positive net present, the
+            # negated one goes through the iprange match instead.
+            parts.append(f"! {flag} {not_net}" if net is None else _not_range(range_flag, not_net))
     for direction, tag, sel, neg in (
             ("src", rule.src_tag, rule.src_selector, False),
             ("src", rule.not_src_tag, rule.not_src_selector, True),

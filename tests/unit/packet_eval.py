@@ -194,8 +194,9 @@ class Interpreter:
         return self._parsed[rule]
 
     def _matches(self, toks: list[str], p: Packet, mark: int) -> bool:
-        if toks.count("-p") > 1:
-            raise UnknownSyntax(f"iptables allows one -p: {toks}")
+        for flag in ("-p", "-s", "-d"):
+            if toks.count(flag) > 1:
+                raise UnknownSyntax(f"iptables allows one {flag}: {toks}")
         i = 0
         neg = False
         ok = True
@@ -241,6 +242,11 @@ class Interpreter:
                     t == "--icmpv6-type" and module == "icmp6"):
                 ty, _, code = arg.partition("/")
                 res = p.icmp_type == int(ty) and (not code or p.icmp_code == int(code))
+            elif t in ("--src-range", "--dst-range") and module == "iprange":
+                lo, hi = (ipaddress.ip_address(x) for x in arg.split("-"))
+                addr = ipaddress.ip_address(p.src if t == "--src-range" else p.dst)
+                res = (addr.version == lo.version
+                       and int(lo) <= int(addr) <= int(hi))
             elif t == "--mac-source" and module == "mac":
                 res = p.src_mac is not None and p.src_mac == arg
             else:

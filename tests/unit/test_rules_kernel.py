@@ -35,6 +35,9 @@ def _rich_messages() -> list[object]:
                   not_src_net="10.0.0.0/8"),
              Rule(action="next-tier", protocol="icmpv6", not_icmp_type=128),
              Rule(protocol="udplite", not_protocol="tcp", dst_net="fd00::/64"),
+             Rule(src_net="10.0.0.0/8", not_src_net="10.1.0.0/16", dst_net="10.2.0.0/16",
+                  not_dst_net="10.2.3.4/32"),
+             Rule(src_net="fd00::/16", not_src_net="fd00:1::/32"),
              Rule(protocol="47"))
     for obj in [ProfileRules("web", rules, rules), Tier("t1", 1.0),
                 Policy(PolicyKey("t1", "p"), parse_selector("all()"), 1.0, rules, rules)]:

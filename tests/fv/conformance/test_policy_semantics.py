@@ -166,8 +166,8 @@ def test_match_keys_ports_protocols_icmp_nets_and_every_negation(env: FelixEnv, 
     profile) each exercise a few match keys; a positive and a negated form side by side, so
     a negation felix ignored or inverted shows up as a wrong cell."""
     names = ["ms1", "ms2", "ms3", "mA", "mB", "mC", "mD", "mE", "mF", "mG", "mH", "mI", "mJ",
-             "mK", "mL"]
-    s1, s2, s3, A, B, C, D, E, F, G, H, I, J, K, L = workloads(env, *names)
+             "mK", "mL", "mM"]
+    s1, s2, s3, A, B, C, D, E, F, G, H, I, J, K, L, M = workloads(env, *names)
     ds, hn = env.ds, env.hostname
     SP_IN, SP_OUT = Port("udp", 5353, sport=2000), Port("udp", 5353, sport=2001)
     rules: dict[Workload, list[dict[str, object]]] = {
@@ -196,6 +196,12 @@ def test_match_keys_ports_protocols_icmp_nets_and_every_negation(env: FelixEnv, 
             {"protocol": "udp", "!src_selector": "role == 's2'"},
             {"protocol": "icmp", "!src_net": f"{s1.ip}/32"},
             {"protocol": "icmpv6", "!src_net": f"{s1.ip6}/128"}],
+        # Keys of one rule are ANDed, including a key with its own negation.
+        M: [{"src_tag": "t1", "src_selector": "role == 's2'"},
+            {"protocol": "udp", "src_tag": "t1", "src_selector": "role == 's1'"},
+            {"protocol": "tcp", "src_tag": "t2", "!src_tag": "t2"},
+            {"protocol": "icmp", "src_net": "10.66.0.0/24", "!src_net": f"{s2.ip}/32"},
+            {"protocol": "icmpv6", "src_net": "fd00:66::/64", "!src_net": f"{s2.ip6}/128"}],
     }
     for dst, inbound in rules.items():
         ds.profile(f"p-{dst.name}", inbound=inbound, outbound=OUT_ALL)
@@ -222,7 +228,7 @@ def test_match_keys_ports_protocols_icmp_nets_and_every_negation(env: FelixEnv, 
         ds.endpoint(hn, src.name, src.endpoint(profile_ids=(f"src{role[1]}",), labels={"role": role}))
     env.start_felix(config={"IptablesBackend": backend})
 
-    dsts = [A, B, C, D, E, F, G, H, I, J, K, L]
+    dsts = [A, B, C, D, E, F, G, H, I, J, K, L, M]
     m = Matrix([s1, s2, s3], dsts=dsts)
     inbound_ok = {A: [TCP2, UDP2], B: [TCP2, UDP2], C: [ICMP, UDP1, UDP2], D: [TCP1],
                   E: [UDP1, UDP2, ICMP], F: [TCP1, TCP2], G: [UDP1, UDP2]}
@@ -231,6 +237,7 @@ def test_match_keys_ports_protocols_icmp_nets_and_every_negation(env: FelixEnv, 
     m.allow(src=s1, dst=H, ports=[TCP1, TCP2, ICMP]).allow(src=s2, dst=H, ports=[UDP1, UDP2])
     m.allow(src=s1, dst=I, ports=[UDP1, UDP2]).allow(src=s2, dst=I, ports=[TCP1, TCP2, ICMP])
     m.allow(src=[s1, s2], dst=[J, K, L])
+    m.allow(src=s1, dst=M, ports=[UDP1, UDP2, ICMP])
     # s3's outbound rules admit tcp/8081 and udp to anything untagged without dsel == yes.
     s3_out = {TCP2, UDP1, UDP2}
     for dst, ports in inbound_ok.items():
@@ -371,7 +378,7 @@ def test_selector_syntax_and_shared_selector_ipsets(env: FelixEnv, backend: str)
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tiers_meet_profiles(env: FelixEnv, backend: str) -> None:
-    c, ta, tb, tc, td, te, tf = workloads(env, "qc", "qa", "qb", "qcc", "qd", "qe", "qf")
+    c, ta, tb, tc, td, te, tf, tg = workloads(env, "qc", "qa", "qb", "qcc", "qd", "qe", "qf", "qg")
     ds, hn = env.ds, env.hostname
     ds.profile("open", inbound=[{}], outbound=OUT_ALL)
     ds.profile("deny8080", inbound=[{"action": "deny", "protocol": "tcp", "dst_ports": [8080]}])
@@ -402,13 +409,21 @@ def test_tiers_meet_profiles(env: FelixEnv, backend: str) -> None:
                                                       {"action": "next-tier"}])
     ds.policy("same-b", "b", "pol == 'tie'", inbound=[{}])
     ds.endpoint(hn, tf.name, tf.endpoint(profile_ids=("denyall",), labels={"pol": "tie"}))
+    # Negative tier order sorts first; fractional policy orders are compared as numbers.
+    ds.tier("neg", -5)
+    ds.policy("neg", "f", "pol == 'float'", order=0.5, inbound=[{"action": "deny",
+                                                                   "protocol": "udp"}])
+    ds.policy("neg", "g", "pol == 'float'", order=0.25, inbound=[{"protocol": "udp"},
+                                                                  {"action": "next-tier"}])
+    ds.endpoint(hn, tg.name, tg.endpoint(profile_ids=("deny8080", "open"), labels={"pol": "float"}))
     env.start_felix(config={"IptablesBackend": backend})
 
-    m = Matrix([c], dsts=[ta, tb, tc, td, te, tf], ports=(TCP1, TCP2, UDP1, ICMP))
+    m = Matrix([c], dsts=[ta, tb, tc, td, te, tf, tg], ports=(TCP1, TCP2, UDP1, ICMP))
+    m.allow(dst=tg, ports=[TCP2, UDP1, ICMP])
     m.allow(dst=ta, ports=[TCP2, UDP1])
     m.allow(dst=tb, ports=[TCP1, TCP2])
     m.allow(dst=tc, ports=TCP2)
     m.allow(dst=te, ports=[TCP1, TCP2])
     m.allow(dst=tf, ports=[TCP1, TCP2, ICMP])
     m.check("tiers meet profiles: next-tier to profiles, final allow, log, missing profile, "
-            "unordered policy, tier name tie-break", timeout=30)
+            "unordered policy, tier name tie-break, negative/fractional orders", timeout=30)
