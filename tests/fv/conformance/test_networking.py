@@ -337,5 +337,10 @@ def test_endpoint_and_interface_lifecycle(env: FelixEnv, backend: str) -> None:
     connected(ws, ws).check("lifecycle: interface recreated, routes re-applied")
     assert f"{b.ip} dev {b.ifname}" in felix_routes(env)
     assert f"{b.ip6} dev {b.ifname}" in felix_routes(env)
+    # Admin down flushes the kernel's routes over the interface; up must bring them back.
+    env.host.exec("ip", "link", "set", b.ifname, "down")
+    connected(ws, [a, c, d, e]).check("lifecycle: interface admin down")
+    env.host.exec("ip", "link", "set", b.ifname, "up")
+    connected(ws, ws).check("lifecycle: interface up again, routes re-applied")
     add_endpoint(env, a, state="inactive")
     connected(ws, [b, c, d, e]).check("lifecycle: active -> inactive")
