@@ -13,6 +13,7 @@ import pytest
 
 from tests.fv.conftest import FelixEnv
 from tests.fv.conformance.matrix import ICMP, TCP1, TCP2, UDP1, UDP2, Matrix, Port
+from tests.fv.conformance.net_hosts import Peer
 from tests.fv.harness.probes import wait_until
 from tests.fv.harness.workload import Workload
 
@@ -427,3 +428,36 @@ def test_tiers_meet_profiles(env: FelixEnv, backend: str) -> None:
     m.allow(dst=tf, ports=[TCP1, TCP2, ICMP])
     m.check("tiers meet profiles: next-tier to profiles, final allow, log, missing profile, "
             "unordered policy, tier name tie-break, negative/fractional orders", timeout=30)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_remote_endpoints_fill_tag_and_selector_sets(env: FelixEnv, backend: str) -> None:
+    """An endpoint of another host gets no chains or routes here, but its IPs join the tag and
+    selector sets its profiles and labels match. A peer namespace behind a plain host
+    interface plays that remote workload: its packets reach local workloads through FORWARD."""
+    x, = workloads(env, "rx")
+    peer = Peer(env.host, "rpeer", "10.67.0.2", "fd00:67::2", ifname="rempeer",
+                host_ip="10.67.0.1", host_ip6="fd00:67::1")
+    env.workloads.append(peer)
+    peer.route_via_host("10.66.0.0/24")
+    peer.route_via_host("fd00:66::/64")
+    ds, hn = env.ds, env.hostname
+    ds.profile("x", inbound=[{"protocol": "tcp", "src_selector": "role == 'frontend'"},
+                             {"protocol": "udp", "src_tag": "fe"}], outbound=OUT_ALL)
+    ds.profile("remote", outbound=OUT_ALL, tags=["fe"])
+    ds.endpoint(hn, "rx", x.endpoint(profile_ids=("x",)))
+    remote = {"state": "active", "name": "calirem1", "profile_ids": ["remote"],
+              "labels": {"role": "frontend"}, "ipv4_nets": [f"{peer.ip}/32"],
+              "ipv6_nets": [f"{peer.ip6}/128"]}
+    ds.endpoint("otherhost", "rem1", remote)
+    env.start_felix(config={"IptablesBackend": backend})
+
+    m = Matrix([peer], dsts=[x], ports=(TCP1, UDP1, ICMP))
+    m.allow(ports=[TCP1, UDP1]).check("remote endpoint: in tag and selector sets", timeout=30)
+    assert "calirem1" not in "\n".join(felix_chains(env, backend))
+    assert peer.ip not in env.host.exec("ip", "route", "show", "proto", "80").stdout
+
+    ds.endpoint("otherhost", "rem1", {**remote, "labels": {"role": "other"}})
+    m.block(ports=TCP1).check("remote endpoint: label change leaves the selector set")
+    ds.delete_endpoint("otherhost", "rem1")
+    m.block(ports=UDP1).check("remote endpoint: deleted, leaves the tag set")
