@@ -57,14 +57,28 @@ def serve_udp(port: int, family: int) -> None:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
     while True:
-        data, addr = s.recvfrom(2048)
-        s.sendto(data, addr)
+        try:
+            data, addr = s.recvfrom(2048)
+            s.sendto(data, addr)
+        except OSError:
+            continue  # e.g. ENETUNREACH for a reply policy dropped: keep serving
+
+
+IP_FREEBIND = 15
+IPV6_FREEBIND = 78
+
+
+def _freebind(s: socket.socket) -> None:
+    """Lets an anti-spoofing test send from an address the workload doesn't own."""
+    if s.family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+    else:
+        s.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
 
 
 def _bind_src(s: socket.socket, src: str | None, sport: int | None) -> None:
     if src or sport:
-        # IP_FREEBIND lets an anti-spoofing test send from an address the workload doesn't own.
-        s.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND
+        _freebind(s)
         s.bind((src or ("::" if s.family == socket.AF_INET6 else "0.0.0.0"), sport or 0))
 
 
@@ -123,7 +137,7 @@ def probe_icmp(dst: str, timeout: float, src: str | None) -> tuple[bool, str]:
     ident = random.randrange(1, 65535)
     try:
         if src:
-            s.setsockopt(socket.SOL_IP, 15, 1)
+            _freebind(s)
             s.bind((src, 0))
         payload = os.urandom(16)
         header = struct.pack("!BBHHH", req_type, 0, 0, ident, 1)
