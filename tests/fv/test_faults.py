@@ -139,7 +139,9 @@ def test_etcd_wiped_and_repopulated_then_watch_window_cleared(env: FelixEnv) -> 
         t.open_udp_to_c()
         took_wipe = wait_for(t.matrix(), timeout=40)
         # More than etcd's 1,000-event window of writes felix has no interest in, outside
-        # /calico/v1 and inside it where the model ignores them; then one real change.
+        # /calico/v1 and inside it where the model ignores them; then one real change. Felix
+        # is paused meanwhile so that its watch really falls out of the window.
+        env.felix.send_signal(signal.SIGSTOP)
         for i in range(700):
             env.ds.set(f"/calico/felix-test-noise/k{i % 50}", str(i))
         for i in range(500):
@@ -147,9 +149,13 @@ def test_etcd_wiped_and_repopulated_then_watch_window_cleared(env: FelixEnv) -> 
         env.ds.profile("web", inbound=[{"src_tag": "web"}, {"src_tag": "db", "protocol": "icmp"}],
                        outbound=[{}], tags=["web"])
         t.extra[Check(t.c, "icmp", t.a.ip)] = True
+        env.felix.send_signal(signal.SIGCONT)
         took_window = wait_for(t.matrix(), timeout=30)
     assert_no_failures(prober, 50)
     assert env.felix.running
+    out = env.felix.output()
+    assert "cluster ID changed" in out or "Resyncing" in out  # the wipe was noticed as such
+    assert "Watch fell behind etcd's event history" in out  # the window really was cleared
     print(f"after wipe: {took_wipe:.1f}s; after cleared window: {took_window:.1f}s")
 
 
