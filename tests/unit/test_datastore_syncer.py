@@ -64,6 +64,7 @@ class FakeEndpoint:
         self.store = store
         self.name = name
         self.down = False
+        self.last_wait_index = 0  # the newest index a watch has asked for
 
     def _check(self) -> None:
         if self.down:
@@ -83,6 +84,7 @@ class FakeEndpoint:
     def watch(self, key: str, wait_index: int, timeout: float, *, recursive: bool) -> WatchResult:
         self._check()
         s = self.store
+        self.last_wait_index = max(self.last_wait_index, wait_index)
         oldest = s.history[0].modified_index if s.history else s.index + 1
         if s.history and wait_index < oldest and len(s.history) == HISTORY:
             raise etcd.EtcdEventIndexCleared("cleared", {"index": s.index})
@@ -198,8 +200,10 @@ def test_felix_status_writes_keep_the_window_current(env: Env) -> None:
     env.run_until(env.settled)
     for i in range(5000):
         env.store.set(f"/calico/felix/v1/host/h{i % 20}/status", str(i))
-        if i % 200 == 0:
-            gevent.sleep(0.005)   # the syncer keeps up
+        if i % 200 == 199:
+            # A writer slower than the syncer (as status writes are): wait until the watch has
+            # moved past every write so far, whatever the machine's load.
+            env.run_until(lambda: env.endpoints[0].last_wait_index > env.store.index)
     env.store.set(f"{PREFIX}/config/B", "2")
     env.run_until(env.settled)
     assert env.syncer.stats.resyncs_started == 0
