@@ -283,8 +283,10 @@ def b4_burst(c: Ctx) -> None:
     names = set(eps)
     m0 = c.metrics()
     t0 = time.monotonic()
-    threads = [threading.Thread(target=lambda part=part: [c.env.write_endpoint(n, eps[n]) for n in part])
-               for part in (sorted(names)[k::4] for k in range(4))]
+    def write(part: list[str]) -> None:
+        for n in part:
+            c.env.write_endpoint(n, eps[n])
+    threads = [threading.Thread(target=write, args=(sorted(names)[k::4],)) for k in range(4)]
     for t in threads:
         t.start()
     for t in threads:
