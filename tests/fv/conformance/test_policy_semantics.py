@@ -160,6 +160,14 @@ def test_tiers_order_actions_and_ignored_tiers(env: FelixEnv, backend: str) -> N
     m.block(src=w, dst=db, ports=TCP1)
     m.check("tiers: policy selector no longer matches")
 
+    # o's label moves it into the db policies: it is judged like db both ways (udp first,
+    # next-tier to "everyone" for web; its own connections die at the end of t1).
+    ds.endpoint(h, o.name, o.endpoint(profile_ids=("open",), labels={"role": "db"}))
+    m5 = Matrix(ws).allow(src=[w, x], dst=[w, x], ports=ICMP)
+    m5.allow(src=w, dst=[db, o], ports=[UDP1, UDP2, ICMP])
+    m5.allow(src=x, dst=[db, o], ports=[UDP1, UDP2])
+    m5.check("tiers: endpoint label change moves it into policies")
+
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_match_keys_ports_protocols_icmp_nets_and_every_negation(env: FelixEnv, backend: str) -> None:
