@@ -125,3 +125,15 @@ def chain_rewrite(cap: Capture, v: int, table: str, chain: str) -> str:
     text = cap.tables[(v, table)]
     body = [l for l in text.splitlines() if l.startswith(f"-A {chain} ")]
     return f"*{table}\n-F {chain}\n" + "\n".join(body) + "\nCOMMIT\n"
+
+
+def timed_chain_rewrite(floor: "FloorNamespace", chain: str, old: str, new: str) -> float:
+    """Floor for changing one rule of `chain`: rewrite it in every IP version's filter table
+    that holds it (felix must too), `old` replaced by `new`."""
+    total = 0.0
+    for v in (4, 6):
+        text = floor.cap.tables.get((v, "filter"), "")
+        if f":{chain} " in text:
+            total += floor.timed_restore(v, "filter",
+                                         chain_rewrite(floor.cap, v, "filter", chain).replace(old, new))
+    return total

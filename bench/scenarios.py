@@ -15,7 +15,7 @@ from bench import observe as ob
 from bench import profile
 from bench import workload_gen as gen
 from bench.env import HEALTH_PORT, METRICS_PORT, BenchEnv
-from bench.floor import Capture, FloorNamespace, capture, chain_rewrite
+from bench.floor import Capture, FloorNamespace, capture, timed_chain_rewrite
 from bench.report import Report
 
 
@@ -164,8 +164,7 @@ def b5_profile_rule(c: Ctx) -> None:
     lat = ob.wait_until(lambda: _dport_present(c.backend, 61001), 60, 0.01)
     c.wait_quiet()
     after = c.lines()
-    text = chain_rewrite(c.cap, 4, "filter", chain).replace("--dports 61000 ", "--dports 61001 ")
-    fl = c.floor_ns.timed_restore(4, "filter", text)
+    fl = timed_chain_rewrite(c.floor_ns, chain, "--dports 61000 ", "--dports 61001 ")
     ipt, ips = after[0] - before[0], after[1] - before[1]
     r.add("B5", f"profile rule change ({len(c.local)} eps) latency", lat, "s", fl,
           "<= floor + 10 ms", lambda v: v <= fl + 0.010)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from bench import observe as ob
 from bench.env import HEALTH_PORT, BenchEnv
-from bench.floor import FloorNamespace, capture, chain_rewrite
+from bench.floor import FloorNamespace, capture, timed_chain_rewrite
 from bench.report import Report
 
 if TYPE_CHECKING:
@@ -73,9 +73,7 @@ def one_size(report: Report, backend: str, total_rules: int) -> None:
             env.ds.set(keys.PolicyKey("tier0", f"pol{n_pol - 1}").path, json.dumps(body))
             lat = ob.wait_until(lambda: _present(backend, new_port), 120, 0.01)
             del t1
-            text = chain_rewrite(cap, 4, "filter", chain).replace(
-                f"--dports {last} ", f"--dports {new_port} ")
-            fl1 = floor.timed_restore(4, "filter", text)
+            fl1 = timed_chain_rewrite(floor, chain, f"--dports {last} ", f"--dports {new_port} ")
         finally:
             floor.close()
         tag = f"{backend} {int(rules)} rules"
