@@ -17,7 +17,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Sequence, Union
+from typing import Callable, Iterable, Sequence, Union
 
 from tests.fv.harness.probes import HOST, probe
 from tests.fv.harness.workload import Workload
@@ -76,15 +76,15 @@ class Cell:
 
 
 def _name(s: Source) -> str:
-    return s.name if isinstance(s, Workload) else s
+    return s if isinstance(s, str) else s.name
 
 
 def _as_set(x: object) -> set[object] | None:
     if x is None:
         return None
-    if isinstance(x, (Workload, Port, str, int)):
-        return {x}
-    return set(x)  # type: ignore[call-overload]
+    if isinstance(x, (list, tuple, set, frozenset)):
+        return set(x)
+    return {x}
 
 
 # Workload probes go over each agent's unix socket, so they can run from any thread; a
@@ -174,10 +174,12 @@ class Matrix:
         m.expected = dict(self.expected)
         return m
 
-    def check(self, scenario: str, timeout: float = 15.0, record: bool = True) -> float:
+    def check(self, scenario: str, timeout: float = 15.0, record: bool = True,
+              prober: Callable[[Iterable[Cell]], dict[Cell, bool]] = probe_all) -> float:
         """Poll with real packets until reality equals the matrix; returns (and, if
         ``record``, appends to CONVERGENCE) the seconds it took. Raises AssertionError with
-        the rendered matrix on timeout.
+        the rendered matrix on timeout. ``prober`` (default: real packets) is a seam for
+        testing the harness itself.
 
         After a full pass only the wrong cells are re-probed (a short poll, so the time is
         measured to within ~one probe timeout); once they are right, one more full pass must
@@ -190,7 +192,7 @@ class Matrix:
         fixed_at: float | None = None
         while True:
             full = len(pending) == len(self.expected)
-            got.update(probe_all(pending))
+            got.update(prober(pending))
             polls += 1
             now = time.monotonic()
             wrong = [c for c in pending if got[c] != self.expected[c]]

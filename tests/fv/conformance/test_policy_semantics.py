@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import difflib
 import re
+from typing import Iterable, cast
 
 import pytest
 
 from tests.fv.conftest import FelixEnv
-from tests.fv.conformance.matrix import ICMP, TCP1, TCP2, UDP1, UDP2, Matrix, Port
+from tests.fv.conformance.matrix import (CONVERGENCE, ICMP, TCP1, TCP2, UDP1, UDP2, Cell, Matrix,
+                                         Port)
 from tests.fv.conformance.net_hosts import Peer
 from tests.fv.harness.probes import wait_until
 from tests.fv.harness.workload import Workload
@@ -469,3 +471,41 @@ def test_remote_endpoints_fill_tag_and_selector_sets(env: FelixEnv, backend: str
     m.block(ports=TCP1).check("remote endpoint: label change leaves the selector set")
     ds.delete_endpoint("otherhost", "rem1")
     m.block(ports=UDP1).check("remote endpoint: deleted, leaves the tag set")
+
+
+class _FakeWl:
+    """Just what Matrix reads of a workload, for testing the harness without namespaces."""
+
+    def __init__(self, name: str, n: int) -> None:
+        self.name, self.ip, self.ip6 = name, f"10.0.0.{n}", f"fd00::{n}"
+
+
+def test_matrix_harness_waits_for_convergence_and_renders_mismatches() -> None:
+    a, b, c = fakes = cast(list[Workload], [_FakeWl(n, i) for i, n in enumerate("abc", 1)])
+    want = Matrix(fakes, default=True).block(src=c, dst=a, ports=[TCP1, ICMP], families=4)
+    assert len(want.expected) == 3 * 2 * 5 * 2
+    assert sum(not v for v in want.expected.values()) == 2
+    # A fake network that is wide open for two polls, then as wanted.
+    state = {"polls": 0, "full": 0}
+
+    def network(cells: Iterable[Cell]) -> dict[Cell, bool]:
+        cells = list(cells)
+        state["polls"] += 1
+        state["full"] += len(cells) == len(want.expected)
+        return {cl: True if state["polls"] < 3 else want.expected[cl] for cl in cells}
+
+    before = len(CONVERGENCE)
+    want.check("fake: converges", timeout=5, prober=network)
+    # A full pass sees it open; two short polls re-probe only the 2 wrong cells (the second
+    # sees them right); a last full pass confirms.
+    assert state == {"polls": 4, "full": 2}
+    assert CONVERGENCE[before][0] == "fake: converges"
+    with pytest.raises(AssertionError) as err:
+        want.check("fake: never", timeout=0.2, record=False,
+                   prober=lambda cells: {cl: True for cl in cells})
+    text = str(err.value)
+    assert text.count("OK*") == 2 and "--" not in text.split("OK = connected")[0]
+    assert "IPv4 c -> a:tcp/8080: expected blocked" in text
+    assert "IPv4 c -> a:icmp: expected blocked" in text
+    assert len(CONVERGENCE) == before + 1
+    del CONVERGENCE[before:]  # not a real scenario: keep it out of the run's summary
