@@ -352,7 +352,7 @@ def test_label_changes_move_endpoints_through_selectors_by_ipsets_only(env: Feli
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_selector_syntax_and_shared_selector_ipsets(env: FelixEnv, backend: str) -> None:
     s1, s2, s3, s4, *xs = workloads(env, "ss1", "ss2", "ss3", "ss4", "sx1", "sx2", "sx3", "sx4",
-                                    "sx5", "sx6", "sx7", "sx8", "sx9", "sx10")
+                                    "sx5", "sx6", "sx7", "sx8", "sx9", "sx10", "sx11", "sx12")
     ds, hn = env.ds, env.hostname
     srcs = [s1, s2, s3, s4]
     labels = [{"app": "web", "env": "prod", "projectcalico.org/ns": "a-b"}, {"app": "db", "env": "dev"}, {"app": "cache"}, {}]
@@ -370,6 +370,8 @@ def test_selector_syntax_and_shared_selector_ipsets(env: FelixEnv, backend: str)
         "app in {'db','web'}": [s1, s2],                 # same as the first: one shared ipset
         "projectcalico.org/ns == 'a-b'": [s1],           # label names with '.', '/'
         "": srcs,                                        # empty: everything
+        "app == 'cache' || app == 'web' && env == 'dev'": [s3],   # && binds tighter
+        "!has(env) || app == 'db'": [s2, s3, s4],                 # ! binds tightest
     }
     m = Matrix(srcs, dsts=xs, ports=(TCP1, UDP1, ICMP))
     assert len(xs) == len(selectors)
@@ -378,7 +380,7 @@ def test_selector_syntax_and_shared_selector_ipsets(env: FelixEnv, backend: str)
         ds.endpoint(hn, x.name, x.endpoint(profile_ids=(f"sel-{x.name}",)))
         m.allow(src=allowed, dst=x)
     env.start_felix(config={"IptablesBackend": backend})
-    m.check("selectors: in, not in, has, !, &&, ||, !=, all(), '', dotted/slashed names",
+    m.check("selectors: in, not in, has, !, &&, ||, !=, all(), '', dotted names, precedence",
             timeout=30)
     for v, ip_of in ((4, lambda w: w.ip), (6, lambda w: w.ip6)):
         want = sorted(ip_of(w) for w in (s1, s2))
@@ -405,8 +407,11 @@ def test_tiers_meet_profiles(env: FelixEnv, backend: str) -> None:
     # A policy's allow is final: the profile (deny all) is never consulted.
     ds.policy("only", "al", "pol == 'allow'", order=2, inbound=[{"protocol": "tcp"}])
     ds.endpoint(hn, tb.name, tb.endpoint(profile_ids=("denyall",), labels={"pol": "allow"}))
-    # Profiles only: log goes on; the first profile that allows decides.
-    ds.endpoint(hn, tc.name, tc.endpoint(profile_ids=("logall", "open8081")))
+    # Profiles only: log goes on; next-tier in a profile ends that profile; the first
+    # profile that allows decides.
+    ds.profile("skip", inbound=[{"action": "next-tier", "protocol": "tcp"},
+                                {"action": "deny", "protocol": "udp"}])
+    ds.endpoint(hn, tc.name, tc.endpoint(profile_ids=("logall", "skip", "open8081")))
     # A profile that does not exist allows nothing.
     ds.endpoint(hn, td.name, td.endpoint(profile_ids=("no-such-profile",)))
     # A policy without order sorts after every ordered one.
@@ -436,7 +441,8 @@ def test_tiers_meet_profiles(env: FelixEnv, backend: str) -> None:
     m.allow(dst=tc, ports=TCP2)
     m.allow(dst=te, ports=[TCP1, TCP2])
     m.allow(dst=tf, ports=[TCP1, TCP2, ICMP])
-    m.check("tiers meet profiles: next-tier to profiles, final allow, log, missing profile, "
+    m.check("tiers meet profiles: next-tier to profiles, final allow, log, next-tier in a "
+            "profile, missing profile, "
             "unordered policy, tier name tie-break, negative/fractional orders", timeout=30)
 
 
