@@ -129,13 +129,23 @@ def test_tiers_order_actions_and_ignored_tiers(env: FelixEnv, backend: str) -> N
               outbound=[{"action": "deny"}])
     ds.policy("nometa", "deny-all", "all()", inbound=[{"action": "deny"}],
               outbound=[{"action": "deny"}])
+    # Invalid is absent: a tier whose order is not a number, a policy whose selector does
+    # not parse, a policy with an unknown rule key.
+    ds.tier("badorder", "abc")
+    ds.policy("badorder", "deny-all", "all()", inbound=[{"action": "deny"}],
+              outbound=[{"action": "deny"}])
+    ds.policy("t1", "bad-selector", "role == ", order=0, inbound=[{"action": "deny"}],
+              outbound=[{"action": "deny"}])
+    ds.policy("t1", "bad-rule", "all()", order=0, inbound=[{"action": "deny", "bogus": 1}],
+              outbound=[{"action": "deny"}])
     env.start_felix(config={"IptablesBackend": backend})
 
     m = Matrix(ws)
     m.allow(src=[w, x, o], dst=[w, x, o], ports=ICMP)       # t2 "everyone"; rest dropped in t2
     m.allow(src=w, dst=db, ports=[TCP1, ICMP])               # next-tier → t2: log, tcp/8080; icmp
     m.allow(src=o, dst=db, ports=[TCP2, UDP1, UDP2])         # t1: tcp/8081 then a-second udp
-    m.check("tiers: order, deny/next-tier/log/allow, end-of-tier drop, ignored tiers", timeout=30)
+    m.check("tiers: order, deny/next-tier/log/allow, end-of-tier drop, ignored tiers, invalid "
+            "tier/policies", timeout=30)
     for v6 in (False, True):
         assert "conformance-log" in iptables_save(env, backend, v6)
 
