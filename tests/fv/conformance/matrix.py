@@ -14,6 +14,8 @@ expectation, ``OK*``/``--*`` where it did not (``*``: expected the opposite).
 from __future__ import annotations
 
 import math
+import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -184,6 +186,10 @@ class Matrix:
         After a full pass only the wrong cells are re-probed (a short poll, so the time is
         measured to within ~one probe timeout); once they are right, one more full pass must
         confirm every cell, and the time is that of the short poll that saw the last fix."""
+        # Parametrised tests run the same scenarios more than once: tell them apart.
+        param = re.search(r"\[(.+?)\]", os.environ.get("PYTEST_CURRENT_TEST", ""))
+        if param:
+            scenario = f"{scenario} [{param.group(1)}]"
         start = time.monotonic()
         deadline = start + timeout
         polls = 0
