@@ -75,7 +75,7 @@ class RuleRenderer:
                 (names.TO_HOST_DISPATCH, hosts, True, False, True, ["-j RETURN"])):
             chains.update(dispatch.render_dispatch(
                 root, ifnames, outgoing, functools.partial(_endpoint_chain, inbound, host),
-                default))
+                default, target_key=("endpoint_chain", inbound, host)))
         return chains
 
     def static_filter_chains(self) -> Chains:
