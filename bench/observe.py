@@ -71,7 +71,9 @@ def wait_until(pred: Callable[[], bool], timeout: float, poll: float = 0.02) -> 
 
 def scrape(port: int) -> dict[str, float]:
     """felix's metrics as {name{labels}: value}; histograms as _sum/_count/_bucket samples."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+    # Generous: felix serves metrics from the same gevent hub as its work, so a long
+    # CPU-bound step (seen: > 10 s under heavy churn at 1,000 endpoints) delays the reply.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=120) as resp:
         text = resp.read().decode()
     out: dict[str, float] = {}
     for fam in text_string_to_metric_families(text):
@@ -143,3 +145,10 @@ def percentile(values: Iterable[float], q: float) -> float:
         return float("nan")
     k = min(len(v) - 1, max(0, int(round(q * (len(v) - 1)))))
     return v[k]
+
+
+def apply_seconds(before: dict[str, float], after: dict[str, float]) -> tuple[float, float]:
+    """(seconds, applies) felix spent in dataplane applies between two scrapes."""
+    s0, c0, _ = histogram(before, "felix_int_dataplane_apply_time_seconds")
+    s1, c1, _ = histogram(after, "felix_int_dataplane_apply_time_seconds")
+    return s1 - s0, c1 - c0
