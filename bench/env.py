@@ -160,7 +160,10 @@ class BenchEnv:
             "ReportingIntervalSecs": 30,
         }
         config.update(extra or {})
+        # As installed in production, with bytecode caches: otherwise (this shell exports
+        # PYTHONDONTWRITEBYTECODE) every start recompiles and B1/B2 count it.
         self.felix = FelixProcess(self.etcd.url, HOSTNAME, config,
+                                  env={"PYTHONDONTWRITEBYTECODE": ""},
                                   workdir=tempfile.mkdtemp(prefix="benchfelix-")).start()
         return self.felix
 
