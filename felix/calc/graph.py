@@ -372,7 +372,12 @@ class CalcGraph:
         seen: set[str] = set()
         profiles = []
         for pid in ep.profile_ids:
-            if pid in self._profile_rules and pid not in seen:
+            if pid not in self._profile_rules:
+                # A missing or invalid profile allows nothing, and the profiles after it must
+                # not open what it may have denied: the endpoint's profile list ends here, so
+                # its traffic meets the final drop (fail closed).
+                break
+            if pid not in seen:
                 seen.add(pid)
                 profiles.append(pid)
         return EndpointPolicy(

@@ -430,7 +430,7 @@ def policy_allows(model: Model, ep: WorkloadEndpoint | HostEndpoint, inbound: bo
     for pid in ep.profile_ids:
         prof = model.profile_rules.get(pid)
         if prof is None:
-            continue
+            return False  # a missing/invalid profile allows nothing and ends the list
         for rule in (prof.inbound if inbound else prof.outbound):
             if not rule_matches(model, rule, p):
                 continue

@@ -311,3 +311,30 @@ def test_stream_invariants_on_random_models(data: st.DataObject) -> None:
     assert not state.routes and not state.endpoints
     assert all(n.startswith("cali") and "-pools" in n for _, n in state.sets)
     assert not any(n.startswith(("cali-tw-", "cali-fw-", "cali-p")) for _, _, n in state.chains)
+
+
+def test_missing_or_invalid_profile_ends_the_profile_list_fail_closed() -> None:
+    """[guard, open]: while guard is missing or invalid, open must not be consulted (guard's
+    denies would otherwise silently turn into open's allows)."""
+    g = CalcGraph(SETTINGS)
+    g.on_update(up(ProfileRules("open", inbound=(Rule(),), outbound=(Rule(),))))
+    g.on_update(up(wl(1, profiles=("guard", "open"))))
+    g.on_in_sync()
+    state = DesiredState()
+    state.apply_all(g.take_messages())
+    tw = state.chains[(4, "filter", "cali-tw-cali000001")]
+    open_chain = names.profile_chain("open", inbound=True)
+    assert not any(open_chain in r for r in tw), tw
+    # guard arrives: both profiles are consulted, in order.
+    g.on_update(up(ProfileRules("guard", inbound=(Rule(action="deny", protocol="udp"),),
+                                outbound=(Rule(),))))
+    state.apply_all(g.take_messages())
+    tw = state.chains[(4, "filter", "cali-tw-cali000001")]
+    guard_chain = names.profile_chain("guard", inbound=True)
+    jumps = [r for r in tw if open_chain in r or guard_chain in r]
+    assert [guard_chain in j for j in jumps][:1] == [True] and any(open_chain in j for j in jumps)
+    # guard becomes invalid (absent with an error): open is cut off again.
+    g.on_update(ModelUpdate(ProfileRulesKey("guard"), None, error="bad rule"))
+    state.apply_all(g.take_messages())
+    tw = state.chains[(4, "filter", "cali-tw-cali000001")]
+    assert not any(open_chain in r for r in tw), tw
