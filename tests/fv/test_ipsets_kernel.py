@@ -7,35 +7,18 @@ import secrets
 import shutil
 import subprocess
 import time
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import pytest
 
 from felix.dataplane.ipsets import IpsetManager
-from felix.dataplane.runner import CommandResult, SubprocessRunner
+from tests.fv.harness.netns import NetnsRunner
 from felix.dataplane.stats import DataplaneStats
 from felix.messages import IpsetDelta, IpsetRemoved, IpsetSet
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ipset") is None or shutil.which("ip") is None,
     reason="needs root, ip and ipset")
-
-
-class NetnsRunner:
-    """Runs every command inside one namespace (``ip netns exec``)."""
-
-    def __init__(self, ns: str) -> None:
-        self.ns = ns
-        self._inner = SubprocessRunner()
-
-    def run(self, argv: Sequence[str], input: str | None = None,
-            timeout: float | None = None) -> CommandResult:
-        return self._inner.run(["ip", "netns", "exec", self.ns, *argv], input, timeout)
-
-    def check(self, *argv: str) -> str:
-        res = self.run(argv, timeout=30)
-        assert res.returncode == 0, f"{argv}: {res.stderr}"
-        return res.stdout
 
 
 @pytest.fixture

@@ -12,13 +12,13 @@ import secrets
 import shutil
 import subprocess
 import time
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import pytest
 
 from felix.dataplane.iptables.backend import commands_for, detect_backend
+from tests.fv.harness.netns import NetnsRunner
 from felix.dataplane.iptables.table import Table
-from felix.dataplane.runner import CommandResult, SubprocessRunner
 from felix.dataplane.stats import DataplaneStats
 
 pytestmark = [
@@ -30,18 +30,6 @@ pytestmark = [
 BACKENDS = ["legacy", "nft"]
 COMMENT_RE = re.compile(r'-m comment --comment "?cali:[A-Za-z0-9_-]{16}"? ?')
 LOCK_PATH = "/run/xtables.lock"
-
-
-class NetnsRunner:
-    """CommandRunner that runs every command inside one network namespace."""
-
-    def __init__(self, ns: str) -> None:
-        self.ns = ns
-        self._inner = SubprocessRunner()
-
-    def run(self, argv: Sequence[str], input: str | None = None,
-            timeout: float | None = None) -> CommandResult:
-        return self._inner.run(["ip", "netns", "exec", self.ns, *argv], input, timeout)
 
 
 @pytest.fixture

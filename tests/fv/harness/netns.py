@@ -15,7 +15,10 @@ import secrets
 import signal
 import subprocess
 import time
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+if TYPE_CHECKING:
+    from felix.dataplane.runner import CommandResult
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -130,3 +133,22 @@ class HostNamespace(Netns):
         self.exec("ip", "route", "add", "default", "via", "198.18.255.2", "dev", "fvdef0")
         self.exec("ip", "-6", "addr", "add", "fd99:ffff::1/64", "dev", "fvdef0", "nodad")
         self.exec("ip", "-6", "route", "add", "default", "via", "fd99:ffff::2", "dev", "fvdef0")
+
+
+class NetnsRunner:
+    """A felix CommandRunner that runs every command inside one namespace (``ip netns exec``),
+    so a driver under test programs that namespace's kernel state only."""
+
+    def __init__(self, ns: str) -> None:
+        from felix.dataplane.runner import SubprocessRunner
+        self.ns = ns
+        self._inner = SubprocessRunner()
+
+    def run(self, argv: Sequence[str], input: str | None = None,
+            timeout: float | None = None) -> "CommandResult":
+        return self._inner.run(["ip", "netns", "exec", self.ns, *argv], input, timeout)
+
+    def check(self, *argv: str) -> str:
+        res = self.run(argv, timeout=30)
+        assert res.returncode == 0, f"{argv}: {res.stderr}"
+        return res.stdout
