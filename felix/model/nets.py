@@ -11,7 +11,7 @@ import ipaddress
 import re
 from functools import lru_cache
 
-from felix.model.validate import Invalid, fail, show
+from felix.model.validate import fail, show
 
 _ADDR_CHARS_RE = re.compile(r"^[0-9a-fA-F:.]{2,45}\Z")
 _NET_CHARS_RE = re.compile(r"^[0-9a-fA-F:.]{2,45}(?:/[0-9]{1,3})?\Z")

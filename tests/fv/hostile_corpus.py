@@ -28,7 +28,7 @@ INJECTIONS = [
     f"tcp -j ACCEPT {MARKER}", f"80 -j ACCEPT {MARKER}", f"{MARKER}\n-A FORWARD -j ACCEPT",
     f"{MARKER}\nCOMMIT\n*filter\n-I FORWARD -j ACCEPT", f"; rm -rf / {MARKER}",
     f"$(touch /tmp/{MARKER})", f"`id`{MARKER}", f"--dport {MARKER}", "-j", "--dport", "-A",
-    f"-j ACCEPT", f"{MARKER} --comment x", f"' {MARKER} '", f'" {MARKER} "', f"{MARKER}\r\n",
+    "-j ACCEPT", f"{MARKER} --comment x", f"' {MARKER} '", f'" {MARKER} "', f"{MARKER}\r\n",
     f"{MARKER}\x00nul", f"cali{MARKER}", f"cali-fw-{MARKER}", f"{MARKER}ünïcødé✓", "零一二",
     f"../../{MARKER}", f"{MARKER}/..", "", " ", "\t", "%s%n", "{}", "[]", "null",
     f"create {MARKER} hash:ip", f"add cali40s:x 1.2.3.4 {MARKER}",

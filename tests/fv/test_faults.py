@@ -23,7 +23,6 @@ import pytest
 from felix.model import keys
 from tests.fv.conftest import FelixEnv
 from tests.fv.harness.probes import Check, ContinuousProber, wait_for, wait_until
-from tests.fv.harness.workload import Workload
 
 REFRESH = 10  # IptablesRefreshInterval set explicitly by every test here
 CLEANUP_DELAY = 2

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from felix.calc.graph import CalcGraph
 from felix.messages import (ChainRemoved, ChainSet, EndpointRemoved, EndpointSet, IpsetDelta,
-                            IpsetRemoved, IpsetSet, Message, RoutesRemoved, RoutesSet)
+                            Message, RoutesRemoved, RoutesSet)
 from felix.model.frozen import FrozenDict
-from felix.model.keys import (HostEndpointKey, PolicyKey, PoolKey, ProfileLabelsKey,
+from felix.model.keys import (HostEndpointKey, PolicyKey, PoolKey,
                               ProfileRulesKey, ProfileTagsKey, TierKey, WorkloadEndpointKey)
 from felix.model.objects import (HostEndpoint, ModelUpdate, NatMapping, Policy, Pool, PortRange,
                                  ProfileRules, ProfileTags, Rule, Tier, WorkloadEndpoint)

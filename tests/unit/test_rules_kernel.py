@@ -14,7 +14,7 @@ import pytest
 from felix.calc.graph import CalcGraph
 from felix.messages import ChainSet, IpsetSet
 from felix.model.keys import PolicyKey
-from felix.model.objects import (ModelUpdate, NatMapping, Policy, PortRange, ProfileRules, Rule,
+from felix.model.objects import (NatMapping, Policy, PortRange, ProfileRules, Rule,
                                  Tier)
 from felix.model.selector import parse_selector
 from felix.rules.settings import RuleSettings
