@@ -451,7 +451,8 @@ def b7_big_tag(c: Ctx) -> None:
         sizes = ob.ipset_sizes()
         big[:] = [k for k, v in sizes.items() if v >= n]
         return bool(big) and _dport_present(c.backend, 8088)
-    lat = ob.wait_until(loaded, 600, 0.05)
+    with profile.sampled(c.env.felix_pid, "B7-load"):
+        lat = ob.wait_until(loaded, 600, 0.05)
     del t0
     saved = ob._run("ipset", "save", big[0]).replace(big[0], "bnbig")
     fl = c.floor_ns.timed_ipset(saved)
@@ -463,7 +464,8 @@ def b7_big_tag(c: Ctx) -> None:
     t1 = time.monotonic()
     c.env.ds.set(c.env.endpoint_path("bhost0", f"bpod{n}"), json.dumps(
         gen.endpoint(c.rng, f"calig{n:06d}", ip, ["bigprof"])))
-    lat1 = ob.wait_until(lambda: subprocess_ok(["ipset", "test", big[0], ip]), 60, 0.005)
+    with profile.sampled(c.env.felix_pid, "B7-one"):
+        lat1 = ob.wait_until(lambda: subprocess_ok(["ipset", "test", big[0], ip]), 60, 0.005)
     del t1
     c.wait_quiet()
     after = c.lines()
