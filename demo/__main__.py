@@ -63,8 +63,8 @@ def where_to_look(sb: Sandbox, keep: bool) -> None:
     print(f"  metrics:      {inns} curl -s {metrics_url} | grep ^felix_")
     wanted = ("felix_active_local_endpoints ", "felix_active_local_policies ",
               "felix_endpoint_programming_seconds_count", "felix_endpoint_programming_seconds_sum",
-              "felix_int_dataplane_apply_time_seconds_count", "felix_iptables_restore_calls_total",
-              "felix_resyncs_started_total")
+              "felix_int_dataplane_apply_time_seconds_count", "felix_iptables_restore_calls",
+              "felix_resyncs_started")
     for line in _get(metrics_url).splitlines():
         if line.startswith(wanted):
             print(f"      {line}")

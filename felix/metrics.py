@@ -10,7 +10,7 @@ import logging
 from typing import TYPE_CHECKING, Iterable
 
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, PlatformCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric, UnknownMetricFamily
 
 if TYPE_CHECKING:
     from felix.agent import Agent
@@ -101,8 +101,11 @@ class _StatsCollector:
         yield statuses
 
 
-def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-    return CounterMetricFamily(name, doc, value=float(value))
+def _counter(name: str, doc: str, value: float) -> UnknownMetricFamily:
+    """A monotonic counter exposed under exactly Calico's series name. prometheus_client would
+    rename a typed counter to ``<name>_total``, which breaks the dashboards and alerts operators
+    already have for felix; an untyped family keeps the name, and rate() works on it."""
+    return UnknownMetricFamily(name, doc + " (counter)", value=float(value))
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
