@@ -612,9 +612,12 @@ class Dataplane:
                 times.append(self._in_sync_at + self._cleanup_delay)
             if self._next_refresh is not None:
                 times.append(self._next_refresh)
-            times.extend(b.retry_at for b in self._backoff.values())
+            # Only future times: work already due is seen by _work_due, and a past deadline
+            # with nothing to do (a failed driver whose work went away keeps its backoff)
+            # would make this loop spin instead of sleeping.
+            times.extend(b.retry_at for b in self._backoff.values() if b.retry_at > now)
             deadline = getattr(self._routes, "next_deadline", None)
-            if isinstance(deadline, (int, float)):
+            if isinstance(deadline, (int, float)) and deadline > now:
                 times.append(deadline)
         return max(0.0, min(times) - now)
 

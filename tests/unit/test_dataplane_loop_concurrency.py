@@ -151,3 +151,35 @@ def test_run_concurrently_overlaps_and_keeps_order() -> None:
     assert [o.value for o in outs] == [1, None, 3]
     assert isinstance(outs[1].error, ValueError) and outs[0].error is None
     assert run_concurrently([]) == []
+
+
+def test_idle_loop_sleeps_after_a_failed_driver_went_clean() -> None:
+    """A backoff whose driver has nothing left to do (the failed set was removed) must not
+    leave a deadline in the past: the loop would spin instead of sleeping."""
+    calls = [0]
+
+    def clock() -> float:
+        calls[0] += 1
+        return time.monotonic()
+
+    stats = DataplaneStats()
+    fake = FakeIpset()
+    fake.poison = {"cali4-bad"}
+    routes = RouteManager(FakeNetlink(Journal()), MemSysctl(), stats)
+    dp = Dataplane(tables={}, ipsets={4: IpsetManager(4, fake, stats)}, routes=routes,
+                   stats=stats, on_endpoint_status=lambda *a: None, refresh_interval=0,
+                   clock=clock)
+    g = gevent.spawn(dp.run)
+    try:
+        dp.on_messages([InSync(), IpsetSet(4, "cali4-bad", "hash:ip", frozenset({"10.0.0.1"}))])
+        gevent.sleep(0.05)
+        assert stats.apply_failures >= 1
+        dp.on_messages([IpsetRemoved(4, "cali4-bad")])
+        gevent.sleep(0.4)  # past the backoff's retry time
+        calls[0] = 0
+        gevent.sleep(0.5)
+        assert calls[0] < 20, f"{calls[0]} loop iterations while idle"
+    finally:
+        dp.stop()
+        g.join(timeout=2)
+    assert g.dead
