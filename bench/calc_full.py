@@ -4,14 +4,17 @@ policies with selectors whose rules use selectors and tags. Prints the time to f
 updates, the time of the first take_messages (all rendering and diffing), the output's size
 (chains, rules, ipsets, members, messages), and the cost of a few incremental changes.
 
-Run: .venv/bin/python bench/calc_full.py [--local N] [--remote N] [--seed N]
+Run: .venv/bin/python bench/calc_full.py [--local N] [--remote N] [--seed N] [--memory]
+(--memory: also what the calculation graph holds once built, by tracemalloc; slower)
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import time
+import tracemalloc
 
 from felix.calc.graph import CalcGraph
 from felix.messages import ChainSet, IpsetSet, Message
@@ -101,9 +104,13 @@ def main() -> None:
     ap.add_argument("--local", type=int, default=1000)
     ap.add_argument("--remote", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--memory", action="store_true")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     ups = updates(rng, args.local, args.remote)
+    if args.memory:
+        # The model objects (built above) are the datastore side's: not counted.
+        tracemalloc.start()
     g = CalcGraph(RuleSettings("local"))
     t0 = time.perf_counter()
     for u in ups:
@@ -116,6 +123,15 @@ def main() -> None:
           f"total {t2 - t0:.2f} s")
     print(summarize(msgs))
     print(g.stats)
+    if args.memory:
+        del msgs  # handed to the dataplane and dropped there
+        gc.collect()
+        snap = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        top = snap.statistics("lineno")
+        print(f"calc graph holds {sum(s.size for s in top) / 1e6:.1f} MB; biggest sites:")
+        for stat in top[:8]:
+            print(f"  {stat.size / 1e6:6.1f} MB  {stat.traceback}")
 
     def timed(label: str, update: ModelUpdate) -> None:
         t = time.perf_counter()
@@ -127,6 +143,7 @@ def main() -> None:
 
     ep = endpoint(rng, args.local + args.remote + 1, "local")
     timed("add one local endpoint", ModelUpdate(ep.key, ep))
+    timed("delete one local endpoint", ModelUpdate(ep.key, None))
     remote = endpoint(random.Random(99), args.local + 5, "host5")
     relabelled = WorkloadEndpoint(remote.key, remote.name, "active",
                                   profile_ids=remote.profile_ids,

@@ -8,6 +8,8 @@ batch that jumps to it, and removed after every removed chain that jumped to it.
 
 from __future__ import annotations
 
+import re
+import sys
 from typing import Hashable, Iterable, Mapping
 
 from felix.messages import ChainRemoved, ChainSet, Table
@@ -15,14 +17,13 @@ from felix.messages import ChainRemoved, ChainSet, Table
 ChainKey = tuple[int, Table, str]  # (ip_version, table, name)
 
 
+_JUMP = re.compile(r"\s-[jg][ \t]+(\S+)")
+
+
 def jump_targets(rules: Iterable[str]) -> set[str]:
-    targets = set()
-    for rule in rules:
-        tokens = rule.split()
-        for i, tok in enumerate(tokens[:-1]):
-            if tok in ("-j", "-g"):
-                targets.add(tokens[i + 1])
-    return targets
+    # One regex pass over the joined chain: splitting every rule into tokens was the
+    # biggest cost of ordering a flush's chains.
+    return set(_JUMP.findall(" " + "\n".join(rules)))
 
 
 def _topo(keys: list[ChainKey], contents: Mapping[ChainKey, tuple[str, ...]]) -> list[ChainKey]:
@@ -73,9 +74,20 @@ class ChainStore:
                 del self._desired[key]
                 self._changed.add(key)
         for key, rules in chains.items():
+            current = self._desired.get(key)
+            # Owners hand back their whole chain set each time (the dispatch trees on every
+            # endpoint add/remove): only chains whose rules changed may cost anything in flush.
+            if current is rules and self._owner_of.get(key) == owner:
+                continue
+            if current is None or current != rules:
+                # Many chains repeat the same rule texts (endpoint chains, both families):
+                # keep one copy of each string.
+                rules = tuple(sys.intern(r) for r in rules)
+                self._changed.add(key)
+            else:
+                rules = current
             self._desired[key] = rules
             self._owner_of[key] = owner
-            self._changed.add(key)
         if chains:
             self._owned[owner] = set(chains)
         else:
@@ -89,7 +101,8 @@ class ChainStore:
 
     def flush(self) -> tuple[list[ChainSet], list[ChainRemoved]]:
         to_set = [k for k in self._changed
-                  if k in self._desired and self._emitted.get(k) != self._desired[k]]
+                  if k in self._desired and self._emitted.get(k) is not self._desired[k]
+                  and self._emitted.get(k) != self._desired[k]]
         to_remove = [k for k in self._changed if k not in self._desired and k in self._emitted]
         sets = [ChainSet(v, t, n, self._desired[(v, t, n)])
                 for v, t, n in _topo(to_set, self._desired)]

@@ -9,6 +9,7 @@ removing one endpoint changes only the nodes on its path.
 
 from __future__ import annotations
 
+import operator
 import os
 from typing import Callable, Hashable, Iterable
 
@@ -74,5 +75,9 @@ def render_dispatch(root: str, ifnames: Iterable[str], outgoing: bool,
                     node(child, child_prefix, sub, chains)
         chains[chain] = tuple(rules + default)
 
-    node(root, "", sorted(set(ifnames)), chains)
+    group = list(ifnames)
+    # Callers usually pass names already sorted and unique: checking is linear, sorting not.
+    if not all(map(operator.lt, group, group[1:])):
+        group = sorted(set(group))
+    node(root, "", group, chains)
     return chains

@@ -170,6 +170,15 @@ def test_dispatch_tree_is_shallow_and_changes_locally() -> None:
     assert 1 <= len(changed) <= 5
 
 
+def test_dispatch_tree_does_not_depend_on_name_order_or_repeats() -> None:
+    ifnames = [f"cali{i:011x}" for i in range(0, 300 * 7919, 7919)]
+    shuffled = ifnames[::-1] + ifnames[:50]
+    target = lambda n: "cali-tw-" + n  # noqa: E731
+    assert (dispatch.render_dispatch(names.TO_WL_DISPATCH, shuffled, True, target, ["-j DROP"])
+            == dispatch.render_dispatch(names.TO_WL_DISPATCH, ifnames, True, target,
+                                        ["-j DROP"]))
+
+
 def test_static_chains_follow_settings() -> None:
     s = RuleSettings("h", default_endpoint_to_host_action="ACCEPT", metadata_addr=None,
                      failsafe_inbound_ports=tuple(range(1, 20)), interface_prefixes=("tap", "cali"),
