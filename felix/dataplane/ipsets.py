@@ -94,6 +94,54 @@ def canonical_members(member: str, set_type: str, ip_version: int) -> list[str]:
     return [str(net)]
 
 
+def parse_ipset_save(output: str, is_ours: Callable[[str], bool],
+                     ip_version: int) -> dict[str, _Kernel]:
+    """Our sets in `ipset save` output. Runs on every refresh over every member (100k+), so
+    it works a set at a time: save prints each set's create line followed by its add lines,
+    so a foreign set's block is skipped whole and ours becomes one comprehension over its
+    lines. Lines out of that shape (options after a member, an add for another set) take the
+    line-by-line path."""
+    kernel: dict[str, _Kernel] = {}
+    recanon = ip_version == 6  # inet_ntop and Python may spell IPv6 differently
+    blocks = ("\n" + output).split("\ncreate ")
+    # (block index, line): like save itself, an add only counts after its set's create line.
+    stray: list[tuple[int, str]] = []
+    seen_at: dict[str, int] = {}
+    for i, block in enumerate(blocks[1:], 1):
+        head, _, body = block.partition("\n")
+        parts = head.split()
+        if len(parts) < 2 or not is_ours(parts[0]):
+            if parts:  # (its own members are of no interest; anything else might be)
+                own = f"add {parts[0]} "
+                stray += [(i, line) for line in body.splitlines() if not line.startswith(own)]
+            continue
+        name = parts[0]
+        seen_at[name] = i
+        opts = dict(zip(parts[2::2], parts[3::2]))
+        ks = kernel[name] = _Kernel(parts[1], opts.get("family", ""),
+                                    int(opts.get("maxelem", "65536")))
+        prefix = f"add {name} "
+        cut = len(prefix)
+        lines = body.splitlines()
+        members = {line[cut:] for line in lines if line.startswith(prefix)}
+        # Plain shape: every line is "add <name> <member>" (exactly two spaces each).
+        if len(members) != len(lines) or body.count(" ") != 2 * len(lines):
+            # Not the plain shape: fall back for this block.
+            members = set()
+            for line in lines:
+                stray.append((i, line))
+        ks.members = members
+    for i, line in stray:
+        words = line.split(" ", 3)
+        if words[0] == "add" and len(words) >= 3 and seen_at.get(words[1], i + 1) <= i:
+            kernel[words[1]].members.add(words[2])
+    if recanon:
+        for ks in kernel.values():
+            ks.members = {c for m in ks.members
+                          for c in canonical_members(m, ks.set_type, 6)}
+    return kernel
+
+
 class IpsetManager:
     def __init__(self, ip_version: int, runner: CommandRunner, stats: DataplaneStats, *,
                  max_size: int = 1048576, prefix: str = "cali") -> None:
@@ -212,24 +260,7 @@ class IpsetManager:
         if res.returncode != 0:
             self._stats.ipset_errors += 1
             return f"ipset save failed ({res.returncode}): {res.stderr.strip()}"
-        kernel: dict[str, _Kernel] = {}
-        recanon = self.ip_version == 6  # inet_ntop and Python may spell IPv6 differently
-        for line in res.stdout.splitlines():
-            if line.startswith("add "):
-                parts = line.split(" ", 3)
-                ks = kernel.get(parts[1])
-                if ks is not None and len(parts) >= 3:
-                    if recanon:
-                        ks.members.update(canonical_members(parts[2], ks.set_type, 6))
-                    else:
-                        ks.members.add(parts[2])
-            elif line.startswith("create "):
-                parts = line.split()
-                if len(parts) < 3 or not self._is_ours(parts[1]):
-                    continue
-                opts = dict(zip(parts[3::2], parts[4::2]))
-                kernel[parts[1]] = _Kernel(parts[2], opts.get("family", ""),
-                                           int(opts.get("maxelem", "65536")))
+        kernel = parse_ipset_save(res.stdout, self._is_ours, self.ip_version)
         self._set_kernel(kernel)
         self._kernel_known = True
         # Every set we want must now be compared against what is really there.
