@@ -61,6 +61,7 @@ def _deps(key: ChainKey, contents: Mapping[ChainKey, tuple[str, ...]],
 class ChainStore:
     def __init__(self) -> None:
         self._desired: dict[ChainKey, tuple[str, ...]] = {}
+        self._keys: dict[ChainKey, ChainKey] = {}  # each desired key to itself, see canonical()
         self._owner_of: dict[ChainKey, Hashable] = {}
         self._owned: dict[Hashable, set[ChainKey]] = {}
         self._emitted: dict[ChainKey, tuple[str, ...]] = {}
@@ -72,6 +73,7 @@ class ChainStore:
             if self._owner_of.get(key) == owner:
                 del self._owner_of[key]
                 del self._desired[key]
+                del self._keys[key]
                 self._changed.add(key)
         for key, rules in chains.items():
             current = self._desired.get(key)
@@ -87,6 +89,7 @@ class ChainStore:
             else:
                 rules = current
             self._desired[key] = rules
+            self._keys.setdefault(key, key)
             self._owner_of[key] = owner
         if chains:
             self._owned[owner] = set(chains)
@@ -95,6 +98,11 @@ class ChainStore:
 
     def owned(self, owner: Hashable) -> frozenset[ChainKey]:
         return frozenset(self._owned.get(owner, ()))
+
+    def canonical(self, key: ChainKey) -> ChainKey:
+        """The stored tuple equal to ``key`` (``key`` itself if the chain is not desired): the
+        chain sets of 1,000 endpoints share their keys instead of holding 100k copies."""
+        return self._keys.get(key, key)
 
     def desired(self) -> Mapping[ChainKey, tuple[str, ...]]:
         return self._desired

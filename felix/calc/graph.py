@@ -453,7 +453,7 @@ class CalcGraph:
                                     for tier in policy.tiers for p in tier)
                         refs.update((v, "filter", names.profile_chain(p, inbound))
                                     for p in policy.profile_ids)
-                chains = frozenset(refs)
+                chains = frozenset(self._chains.canonical(k) for k in refs)
             else:
                 active = False
         new = EndpointSet(key, iface[1] if iface else None, active, chains)

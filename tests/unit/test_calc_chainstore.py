@@ -58,3 +58,14 @@ def test_repeated_rule_texts_are_stored_once() -> None:
     assert stored[(4, "filter", "p")][0] is stored[(6, "filter", "p")][0]
     sets, _ = store.flush()
     assert {s.rules for s in sets} == {(a,)} and all(isinstance(s, ChainSet) for s in sets)
+
+
+def test_canonical_returns_the_stored_key_while_the_chain_is_desired() -> None:
+    store = ChainStore()
+    stored = (4, "filter", "".join(["cali-pi-", "p"]))
+    store.set_owner("o", {stored: ("-j ACCEPT",)})
+    probe = (4, "filter", "".join(["cali-", "pi-p"]))
+    assert probe == stored and probe is not stored
+    assert store.canonical(probe) is stored
+    store.set_owner("o", {})
+    assert store.canonical(probe) is probe
