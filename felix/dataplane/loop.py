@@ -4,10 +4,10 @@ the kernel in one pass.
 Every pending message is recorded into the drivers first (they only record), then, once the
 calculation has sent ``InSync``, the dirty drivers apply in dependency order: ipset
 creates/adds → routes → iptables tables → ipset deletions. Within each step the IP families
-are independent (separate kernel tables and sets), so their commands run concurrently: with the
-legacy backend every restore rewrites its whole table in the kernel, and running IPv4 and IPv6
-side by side rather than back to back takes that cost once per apply instead of twice. Applies
-are throttled so bursts coalesce. A driver that fails keeps its dirty state and is retried with exponential backoff (or
+are independent (separate kernel tables and sets), so their commands run concurrently (ipset
+and nft restores overlap fully; legacy iptables and ip6tables take the same xtables lock, so
+there only process start-up and parsing overlap, and the whole-table kernel writes still
+queue: measured ~0-10% off a 190k-rule pair). Applies are throttled so bursts coalesce. A driver that fails keeps its dirty state and is retried with exponential backoff (or
 as soon as new input for it arrives); the others carry on. After the loop has applied, it works
 out which local endpoints are fully programmed and reports their status: on every change of
 status, and once for every endpoint change it was told about (each ``EndpointSet``, and each
@@ -73,7 +73,10 @@ def run_concurrently(fns: Sequence[Callable[[], T]]) -> list[Outcome[T]]:
     if len(fns) <= 1:
         return [capture(fn) for fn in fns]
     greenlets = [gevent.spawn(capture, fn) for fn in fns]
-    gevent.joinall(greenlets)
+    try:
+        gevent.joinall(greenlets)
+    finally:  # (the caller killed while waiting: do not leave the others running)
+        gevent.killall([g for g in greenlets if not g.dead], block=False)
     return [g.value if g.successful() else Outcome(error=RuntimeError(repr(g.exception)))
             for g in greenlets]
 

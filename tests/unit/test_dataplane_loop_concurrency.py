@@ -183,3 +183,18 @@ def test_idle_loop_sleeps_after_a_failed_driver_went_clean() -> None:
         dp.stop()
         g.join(timeout=2)
     assert g.dead
+
+
+def test_killing_the_caller_stops_the_concurrent_calls() -> None:
+    finished: list[int] = []
+
+    def slow(x: int) -> int:
+        gevent.sleep(0.3)
+        finished.append(x)
+        return x
+
+    caller = gevent.spawn(run_concurrently, [lambda: slow(1), lambda: slow(2)])
+    gevent.sleep(0.05)
+    caller.kill()
+    gevent.sleep(0.4)
+    assert finished == []
