@@ -41,7 +41,8 @@ class IpsetCalculator:
         self._ep_tags: dict[EndpointId, frozenset[str]] = {}
         self._tag_eps: dict[str, set[EndpointId]] = {}
 
-        self._set_eps: dict[SetRef, set[EndpointId]] = {}
+        # Which active sets each endpoint is counted in. Not kept the other way round: a
+        # set's endpoints are its selector's matches in _index, or its tag's _tag_eps.
         self._ep_sets: dict[EndpointId, set[SetRef]] = {}
         self._counts: dict[SetRef, dict[int, dict[str, int]]] = {}
 
@@ -149,7 +150,6 @@ class IpsetCalculator:
 
     def _activate(self, ref: SetRef, selectors: Mapping[str, Selector]) -> None:
         self._active[ref] = ref
-        self._set_eps[ref] = set()
         self._counts[ref] = {v: {} for v in self._versions}
         kind, value = ref
         if kind == "tag":
@@ -162,12 +162,12 @@ class IpsetCalculator:
     def _deactivate(self, ref: SetRef) -> None:
         kind, value = ref
         if kind == "selector":
-            self._index.remove_selector(value)
+            self._index.remove_selector(value)  # unmatches, so leaves, every member
             del self._selectors[value]
-        for ep in list(self._set_eps.get(ref, ())):
-            self._leave(ref, ep)
+        else:
+            for ep in self._tag_eps.get(value, ()):
+                self._leave(ref, ep)
         self._active.pop(ref, None)
-        self._set_eps.pop(ref, None)
         self._counts.pop(ref, None)
 
     # --- membership ---------------------------------------------------------------------
@@ -182,19 +182,17 @@ class IpsetCalculator:
 
     def _join(self, ref: SetRef, ep: EndpointId) -> None:
         ref = self._active[ref]
-        eps = self._set_eps[ref]
-        if ep in eps:
+        sets = self._ep_sets.setdefault(ep, set())
+        if ref in sets:
             return
-        eps.add(ep)
-        self._ep_sets.setdefault(ep, set()).add(ref)
+        sets.add(ref)
         self._count(ref, self._ep_ips[ep], +1)
 
     def _leave(self, ref: SetRef, ep: EndpointId) -> None:
-        eps = self._set_eps.get(ref)
-        if eps is None or ep not in eps:
+        sets = self._ep_sets.get(ep)
+        if sets is None or ref not in sets:
             return
-        eps.discard(ep)
-        self._ep_sets[ep].discard(ref)
+        sets.discard(ref)
         self._count(ref, self._ep_ips[ep], -1)
 
     def _count(self, ref: SetRef, ips: dict[int, tuple[str, ...]], delta: int) -> None:

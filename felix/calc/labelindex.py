@@ -24,6 +24,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
+from felix.model.frozen import FrozenDict
 from felix.model.selector import Selector
 
 MatchCallback = Callable[[Hashable, Hashable], None]
@@ -49,7 +50,7 @@ class LabelIndex:
         # Selectors true for the empty label set, hence for any item not carrying their labels.
         self._sels_matching_empty: set[Hashable] = set()
 
-        self._item_labels: dict[Hashable, dict[str, str]] = {}  # the item's own labels
+        self._item_labels: dict[Hashable, Mapping[str, str]] = {}  # the item's own labels
         self._item_parents: dict[Hashable, tuple[str, ...]] = {}
         self._effective: dict[Hashable, dict[str, str]] = {}
         self._items_by_label: dict[str, set[Hashable]] = {}  # by effective label name
@@ -130,7 +131,8 @@ class LabelIndex:
             for p in parents:
                 self._items_by_parent.setdefault(p, set()).add(item_id)
         self._item_parents[item_id] = parents
-        self._item_labels[item_id] = dict(labels)
+        # The model's labels are immutable: share them (both indexes hold every endpoint).
+        self._item_labels[item_id] = labels if isinstance(labels, FrozenDict) else dict(labels)
         self._refresh(item_id)
 
     def remove_item(self, item_id: Hashable) -> None:
