@@ -3,7 +3,7 @@ hand back; and jump targets are read the way iptables reads -j/-g."""
 
 from __future__ import annotations
 
-from felix.calc.chainstore import ChainStore, jump_targets
+from felix.calc.chainstore import ChainKey, ChainStore, jump_targets
 from felix.messages import ChainRemoved, ChainSet
 
 
@@ -62,9 +62,9 @@ def test_repeated_rule_texts_are_stored_once() -> None:
 
 def test_canonical_returns_the_stored_key_while_the_chain_is_desired() -> None:
     store = ChainStore()
-    stored = (4, "filter", "".join(["cali-pi-", "p"]))
+    stored: ChainKey = (4, "filter", "".join(["cali-pi-", "p"]))
     store.set_owner("o", {stored: ("-j ACCEPT",)})
-    probe = (4, "filter", "".join(["cali-", "pi-p"]))
+    probe: ChainKey = (4, "filter", "".join(["cali-", "pi-p"]))
     assert probe == stored and probe is not stored
     assert store.canonical(probe) is stored
     store.set_owner("o", {})

@@ -14,7 +14,8 @@ from felix.rules.matches import SetRef, set_name
 
 SELECTORS = {s.uid: s for s in (parse_selector('app == "a"'), parse_selector("has(app)"),
                                 parse_selector('team == "t1"'))}
-REFS: list[SetRef] = [("tag", "t1"), ("tag", "t2")] + [("selector", u) for u in SELECTORS]
+REFS: list[SetRef] = [("tag", "t1"), ("tag", "t2")]
+REFS += [("selector", u) for u in SELECTORS]
 OWNERS = ["p1", "p2"]
 
 
@@ -98,7 +99,7 @@ def test_fake_sets_follow_the_model(steps: list[tuple]) -> None:  # type: ignore
 def test_a_set_dropped_and_taken_back_before_a_flush_costs_nothing_unless_it_changed() -> None:
     calc = IpsetCalculator((4,))
     fake = FakeSets()
-    refs = frozenset({(4, ("tag", "t1"))})
+    refs: frozenset[FamilyRef] = frozenset({(4, ("tag", "t1"))})
     calc.update_profile_tags("pa", ("t1",))
     calc.update_endpoint("e1", {}, ("pa",), {4: ("10.0.0.1",)})
     calc.update_endpoint("e2", {}, ("pa",), {4: ("10.0.0.2",)})
