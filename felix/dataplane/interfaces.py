@@ -24,33 +24,28 @@ from typing import Any, Callable, Iterator
 import gevent  # type: ignore[import-untyped]
 from gevent import socket as gsocket  # type: ignore[import-untyped]
 
+from felix.dataplane.rtnl import (IFF_LOWER_UP, IFF_UP, NETLINK_ROUTE, NLM_F_DUMP,  # noqa: F401
+                                  NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR)
+from felix.dataplane.rtnl import NLMSGHDR as _NLMSGHDR, RTATTR as _RTATTR
+
 _log = logging.getLogger(__name__)
 
-NETLINK_ROUTE = 0
 RTMGRP_LINK = 0x1
 RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV6_IFADDR = 0x100
 
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
-NLM_F_REQUEST = 0x1
-NLM_F_DUMP = 0x300
 
 IFLA_IFNAME = 3
 IFLA_OPERSTATE = 16
 IFA_ADDRESS = 1
 IFA_LOCAL = 2
-IFF_UP = 0x1
-IFF_LOWER_UP = 0x10000
 IF_OPER_UNKNOWN = 0
 IF_OPER_UP = 6
 
-_NLMSGHDR = struct.Struct("=IHHII")
 _IFINFOMSG = struct.Struct("=BxHiII")
 _IFADDRMSG = struct.Struct("=BBBBI")
-_RTATTR = struct.Struct("=HH")
 
 
 @dataclass(frozen=True)

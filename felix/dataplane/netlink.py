@@ -31,6 +31,10 @@ from typing import TYPE_CHECKING, Any, Iterator, Protocol
 if TYPE_CHECKING:  # pragma: no cover
     from pyroute2 import IPRoute  # type: ignore[import-untyped]
 
+from felix.dataplane.rtnl import (IFF_LOWER_UP, IFF_UP, NETLINK_ROUTE, NLM_F_DUMP,  # noqa: F401
+                                  NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR)
+from felix.dataplane.rtnl import NLMSGHDR as _NLMSGHDR, RTATTR as _RTATTR
+
 _log = logging.getLogger(__name__)
 
 RT_TABLE_MAIN = 254
@@ -38,29 +42,20 @@ RT_SCOPE_LINK = 253
 RT_SCOPE_NOWHERE = 255
 NUD_PERMANENT = 0x80
 NTF_PROXY = 0x08
-IFF_UP = 0x1
-IFF_LOWER_UP = 0x10000
 
-NETLINK_ROUTE = 0
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_NEWNEIGH = 28
-NLM_F_REQUEST = 0x1
 NLM_F_MULTI = 0x2
 NLM_F_ACK = 0x4
 NLM_F_DUMP_INTR = 0x10
 NLM_F_REPLACE = 0x100
 NLM_F_CREATE = 0x400
-NLM_F_DUMP = 0x300
 RTA_DST, RTA_OIF, RTA_TABLE = 1, 4, 15
 RTN_UNICAST = 1
 NDA_DST, NDA_LLADDR = 1, 2
 
-_NLMSGHDR = struct.Struct("=IHHII")
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family dst_len src_len tos table proto scope type flags
 _NDMSG = struct.Struct("=BxxxiHBB")  # family ifindex state flags type
-_RTATTR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
 _NLMSGERR = struct.Struct("=i")
 YIELD_AFTER_S = 0.005  # longest run of writes or dump chunks without a hub yield
