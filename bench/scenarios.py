@@ -217,6 +217,7 @@ class Watcher:
         self.pending: dict[str, tuple[str, float, float | None]] = {}  # ifname -> (op, t, route_t)
         self.done: list[tuple[float, str, float, float]] = []  # (t_write, op, route_lat, full_lat)
         self.polls: list[float] = []
+        self._next_chain_read = 0.0
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -241,7 +242,7 @@ class Watcher:
                     if rt is None and t < t_start and (i in routed) == (op == "add"):
                         self.pending[i] = (op, t, now)
                     confirm = confirm or self.pending[i][2] is not None
-            if not confirm:
+            if not confirm or now < self._next_chain_read:
                 time.sleep(0.002)
                 continue
             t_start = time.monotonic()
@@ -249,9 +250,10 @@ class Watcher:
             now = time.monotonic()
             self.polls.append(now - t_start)
             # A full table read costs seconds of CPU at 190k rules (nft); back-to-back reads
-            # would starve felix on 2 cores and measure the observer. Keep to a 1/3 duty cycle:
-            # the upper bound gets coarser, the route lower bound stays exact.
-            self._stop.wait(2 * (now - t_start))
+            # would starve felix on 2 cores and measure the observer. Keep them to a 1/3 duty
+            # cycle (routes are still polled meanwhile): the upper bound gets coarser, the route
+            # lower bound stays exact.
+            self._next_chain_read = now + 2 * (now - t_start)
             with self.lock:
                 for i, (op, t, rt) in list(self.pending.items()):
                     if rt is None or rt > t_start:
