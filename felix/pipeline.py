@@ -160,6 +160,7 @@ class Pipeline:
     def _set_status(self, key: object, status: str | None) -> None:
         if self.endpoint_status.get(key) == status:
             return
+        log.debug("Endpoint %s status %s", key, status or "removed")
         if status is None:
             self.endpoint_status.pop(key, None)
         else:

@@ -136,6 +136,8 @@ class RouteManager:
         return cidr
 
     def on_interface_event(self, ev: InterfaceEvent) -> None:
+        _log.debug("Interface %s #%d: %s, %s", ev.ifname, ev.ifindex,
+                   "present" if ev.present else "gone", "oper up" if ev.oper_up else "oper down")
         old = self._links.get(ev.ifname)
         if not ev.present:
             if old is None:

@@ -22,6 +22,8 @@ from felix.model.keys import FELIX_STATUS_ROOT, HostEndpointKey, WorkloadEndpoin
 
 log = logging.getLogger(__name__)
 
+_GONE = object()  # "no desired status" (None means "delete the key")
+
 
 class StatusReporter:
     def __init__(self, client_factory: Callable[[], etcd.Client], hostname: str, *,
@@ -109,6 +111,8 @@ class StatusReporter:
         now = time.monotonic()
         next_due: float | None = None
         for key, status in list(self._desired.items()):
+            if self._desired.get(key, _GONE) != status:
+                continue  # changed while an earlier write yielded: the next pass has it
             if self._written.get(key) == status:
                 del self._desired[key]
                 continue
@@ -130,7 +134,12 @@ class StatusReporter:
                     self._written[key] = status
                 self.writes += 1
                 self._last_write[key] = now
-                del self._desired[key]
+                # The write yielded to other greenlets: a newer status may have arrived for
+                # this endpoint meanwhile, and it must not be dropped with this one.
+                if self._desired.get(key, _GONE) == status:
+                    del self._desired[key]
+                else:
+                    self._wake.set()
             except Exception as e:
                 self.write_errors += 1
                 log.debug("Endpoint status write for %s failed: %r", path, e)
