@@ -31,12 +31,16 @@ CHECK_EVERY = 40
 FORBIDDEN = ("rm -rf", "$(", "`id`", f"ACCEPT {hc.MARKER}", f"{hc.MARKER} --comment",
              "-I FORWARD -j ACCEPT")
 NAME_TOKEN = re.compile(r"cali[A-Za-z0-9_.:-]*")
+# A valid host endpoint's interface name may itself carry the marker (`-i <name>`): a name,
+# validated like any other, not injected syntax.
+IFACE_TOKEN = re.compile(r"(?<=-[io] )[A-Za-z0-9_.-]{1,15}(?= )")
 
 
 def injected(dump: str) -> list[str]:
     """Lines carrying injected syntax, or MARKER outside a chain/ipset/interface name."""
     return [line for line in dump.splitlines()
-            if any(t in line for t in FORBIDDEN) or hc.MARKER in NAME_TOKEN.sub("", line)]
+            if any(t in line for t in FORBIDDEN)
+            or hc.MARKER in IFACE_TOKEN.sub("", NAME_TOKEN.sub("", line))]
 
 
 def generated(n: int) -> list[tuple[str, str, str]]:
