@@ -25,7 +25,7 @@ import gevent  # type: ignore[import-untyped]
 from gevent import socket as gsocket  # type: ignore[import-untyped]
 
 from felix.dataplane.rtnl import (IFF_LOWER_UP, IFF_UP, NETLINK_ROUTE, NLM_F_DUMP,  # noqa: F401
-                                  NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR)
+                                  NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, is_oper_up)
 from felix.dataplane.rtnl import NLMSGHDR as _NLMSGHDR, RTATTR as _RTATTR
 
 _log = logging.getLogger(__name__)
@@ -41,8 +41,6 @@ IFLA_IFNAME = 3
 IFLA_OPERSTATE = 16
 IFA_ADDRESS = 1
 IFA_LOCAL = 2
-IF_OPER_UNKNOWN = 0
-IF_OPER_UP = 6
 
 _IFINFOMSG = struct.Struct("=BxHiII")
 _IFADDRMSG = struct.Struct("=BBBBI")
@@ -87,15 +85,6 @@ def _attrs(data: bytes, offset: int, end: int) -> Iterator[tuple[int, bytes]]:
             return
         yield rta_type & 0x3FFF, data[offset + 4:offset + length]
         offset += (length + 3) & ~3
-
-
-def is_oper_up(flags: int, operstate: int | None) -> bool:
-    """UP, or UNKNOWN (drivers that don't report operstate) with admin up and carrier."""
-    if operstate == IF_OPER_UP:
-        return True
-    if operstate in (None, IF_OPER_UNKNOWN):
-        return bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)
-    return False
 
 
 def parse_messages(data: bytes) -> Iterator[LinkMsg | AddrMsg | DoneMsg]:

@@ -32,7 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyroute2 import IPRoute  # type: ignore[import-untyped]
 
 from felix.dataplane.rtnl import (IFF_LOWER_UP, IFF_UP, NETLINK_ROUTE, NLM_F_DUMP,  # noqa: F401
-                                  NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR)
+                                  NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, OPERSTATES,
+                                  is_oper_up)
 from felix.dataplane.rtnl import NLMSGHDR as _NLMSGHDR, RTATTR as _RTATTR
 
 _log = logging.getLogger(__name__)
@@ -382,8 +383,9 @@ class PyRoute2Netlink:
         for m in msgs:
             flags = int(m["flags"])
             oper = m.get_attr("IFLA_OPERSTATE")
+            state = OPERSTATES.index(oper) if oper in OPERSTATES else None
             return LinkInfo(ifname, int(m["index"]), bool(flags & IFF_UP),
-                            oper_is_up(oper, flags))
+                            is_oper_up(flags, state))
         return None
 
     def set_neighbour(self, ip_version: int, ifindex: int, ip: str, mac: str) -> None:
@@ -407,13 +409,3 @@ class PyRoute2Netlink:
             except Exception:  # closing a broken socket must not mask the original error
                 _log.debug("closing IPRoute failed", exc_info=True)
             self._ipr = None
-
-
-def oper_is_up(operstate: str | None, flags: int) -> bool:
-    """Operationally up: IFLA_OPERSTATE UP, or UNKNOWN (drivers that don't report it, e.g. tun)
-    with carrier (IFF_LOWER_UP) and admin up."""
-    if operstate == "UP":
-        return True
-    if operstate in (None, "UNKNOWN"):
-        return bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)
-    return False
